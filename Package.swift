@@ -1,0 +1,31 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Overseer",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Overseer", targets: ["Overseer"]),
+        .executable(name: "overseer", targets: ["overseer"]),
+        .executable(name: "overseer-bench", targets: ["overseer-bench"]),
+    ],
+    targets: [
+        .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(name: "Overseer", dependencies: ["CLMDB", "CCrypto"], swiftSettings: strict),
+        .executableTarget(name: "overseer", dependencies: ["Overseer"], swiftSettings: strict),
+        .executableTarget(
+            name: "overseer-bench", dependencies: ["Overseer", "CLMDB"],
+            path: "Benchmarks/overseer-bench", swiftSettings: strict),
+        // Spawned by the tests as a separate process: claim races, crash loops.
+        .executableTarget(
+            name: "overseer-probe", dependencies: ["Overseer"], path: "Tests/Probe", swiftSettings: strict),
+        .testTarget(name: "OverseerTests", dependencies: ["Overseer", "overseer-probe"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["Overseer", "overseer"], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)

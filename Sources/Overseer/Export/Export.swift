@@ -1,0 +1,263 @@
+import Foundation
+
+/// Which facts an export holds.
+public struct ExportFilter: Sendable, Hashable {
+    /// Only this run's facts (its `run.created`, its jobs' facts).
+    public var run: String?
+    /// Only facts after this point (exclusive).
+    public var since: LogPoint?
+    /// Only facts up to this point (inclusive).
+    public var until: LogPoint?
+
+    public init(run: String? = nil, since: LogPoint? = nil, until: LogPoint? = nil) {
+        self.run = run
+        self.since = since
+        self.until = until
+    }
+
+    public var isEverything: Bool { run == nil && since == nil && until == nil }
+}
+
+/// Why an export or import file could not be used.
+public struct ExportError: Error, Sendable, CustomStringConvertible {
+    public let path: String
+    public let line: Int?
+    public let message: String
+    public var description: String {
+        if let line { return "\(path):\(line): \(message)" }
+        return "\(path): \(message)"
+    }
+}
+
+extension LogStore {
+    /// Calls `body` with each exported line (no newline), in log order.
+    public func exportLines(_ filter: ExportFilter = ExportFilter(), _ body: ([UInt8]) throws -> Void) throws -> Int {
+        let lower = try filter.since.map { try position(of: $0) + 1 } ?? 1
+        let upper = try filter.until.map { try position(of: $0) } ?? UInt64.max
+        guard lower <= upper else { return 0 }
+        var count = 0
+        if let run = filter.run {
+            for fact in try history(ofRun: run, through: upper) where fact.position >= lower {
+                try body(fact.line)
+                count += 1
+            }
+            return count
+        }
+        try forEachLine(in: lower...upper) { _, bytes in
+            try body(Array(bytes))
+            count += 1
+            return true
+        }
+        return count
+    }
+
+    /// Writes the filtered log as JSON Lines to `path` (created 0600; replaced atomically), or to
+    /// standard output when `path` is nil. Returns the number of facts written.
+    @discardableResult
+    public func export(to path: String?, filter: ExportFilter = ExportFilter()) throws -> Int {
+        let out = try OutputFile(path: path)
+        let count: Int
+        do {
+            count = try exportLines(filter) { line in
+                try out.write(line)
+                try out.write([0x0A])
+            }
+            try out.commit()
+        } catch {
+            out.discard()
+            throw error
+        }
+        return count
+    }
+
+    /// Copies every fact of a verified export into this store, verbatim (same positions, times
+    /// and hashes). The store must be empty; nothing is written unless the whole file verifies.
+    @discardableResult
+    public func importLog(from path: String) throws -> Int {
+        let report = try ExportFile.verify(path: path)
+        guard report.ok else {
+            throw ExportError(path: path, line: report.firstViolation?.line, message: "the export does not verify: \(report.firstViolation!)")
+        }
+        guard !report.partial else {
+            throw ExportError(path: path, line: nil, message: "a partial export (filtered by run or time) cannot be imported; export the whole log")
+        }
+        guard try lastPosition() == 0 else {
+            throw StoreError(.invalid, path: self.path, "import needs an empty store; this one holds \(try lastPosition()) facts")
+        }
+        var facts: [Fact] = []
+        try ExportFile.forEachLine(path: path) { bytes, _ in
+            facts.append(try Fact.decode(line: bytes))
+        }
+        let chunk = 2048
+        var index = 0
+        while index < facts.count {
+            let slice = Array(facts[index..<min(index + chunk, facts.count)])
+            try writeSync { writer in
+                for f in slice { try writer.appendVerbatim(f) }
+            }
+            index += chunk
+        }
+        return facts.count
+    }
+}
+
+extension LogWriter {
+    /// Appends a fact that already has its position, time and hashes (import, copy between
+    /// stores). It must continue this log exactly.
+    public mutating func appendVerbatim(_ fact: Fact) throws {
+        guard fact.position == head.position + 1 else {
+            throw StoreError(.invalid, path: path, "fact at position \(fact.position) cannot follow position \(head.position)")
+        }
+        guard fact.prev == head.hash else {
+            throw StoreError(.invalid, path: path, "fact at position \(fact.position) does not chain onto the log's head")
+        }
+        guard fact.time >= head.time else {
+            throw StoreError(.invalid, path: path, "fact at position \(fact.position) is older than the log's head")
+        }
+        var v = views
+        try Fold.apply(fact, to: &v)
+        let pkey = Keys.position(fact.position)
+        try txn.put(dbs.facts, pkey, fact.line, append: true)
+        try txn.put(dbs.factIDs, Array(fact.id.utf8), pkey, noOverwrite: true)
+        try txn.put(dbs.byTime, Keys.time(fact.time, fact.position), [], append: true)
+        if let job = fact.job { try txn.put(dbs.byJob, Keys.prefixed(job, fact.position), []) }
+        if let run = fact.run { try txn.put(dbs.byRun, Keys.prefixed(run, fact.position), []) }
+        head = Head(position: fact.position, hash: fact.hash, time: fact.time)
+    }
+}
+
+/// Offline checks of an exported JSON Lines file.
+public enum ExportFile {
+    /// Largest line accepted (a fact is at most ``LogStore/maximumFactSize``).
+    static let maximumLine = LogStore.maximumFactSize + 4096
+
+    /// Calls `body` with each line's bytes (without the newline) and its 1-based number.
+    static func forEachLine(path: String, _ body: ([UInt8], Int) throws -> Void) throws {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw ExportError(path: path, line: nil, message: "cannot open for reading: \(String(cString: strerror(errno)))")
+        }
+        defer { try? handle.close() }
+        var pending: [UInt8] = []
+        var lineNumber = 0
+        while true {
+            let chunk: Data?
+            do {
+                chunk = try handle.read(upToCount: 1 << 20)
+            } catch {
+                throw ExportError(path: path, line: lineNumber, message: "read failed: \(error.localizedDescription)")
+            }
+            guard let chunk, !chunk.isEmpty else { break }
+            pending.append(contentsOf: chunk)
+            var start = 0
+            while let nl = pending[start...].firstIndex(of: 0x0A) {
+                lineNumber += 1
+                try body(Array(pending[start..<nl]), lineNumber)
+                start = nl + 1
+            }
+            pending.removeFirst(start)
+            if pending.count > maximumLine {
+                throw ExportError(path: path, line: lineNumber + 1, message: "line longer than \(maximumLine) bytes")
+            }
+        }
+        if !pending.isEmpty {
+            throw ExportError(path: path, line: lineNumber + 1, message: "the last line is truncated (no newline at the end of the file)")
+        }
+    }
+
+    /// Verifies an export: every line's canonical form and hash, the chain, dense positions (or,
+    /// for a filtered export, consecutive stretches), times, and — for a whole-log export — a
+    /// re-fold of every fact through the state machine.
+    public static func verify(path: String) throws -> VerifyReport {
+        var checker = ChainChecker(allowGaps: true)
+        var views = MemoryViews()
+        var foldBroken = false
+        var emptyLines = 0
+        try forEachLine(path: path) { bytes, number in
+            if bytes.isEmpty {
+                emptyLines += 1
+                checker.report.add(Violation(kind: .format, position: nil, line: number, message: "empty line"))
+                return
+            }
+            guard let fact = checker.check(bytes, line: number) else {
+                foldBroken = true
+                return
+            }
+            if !checker.report.partial && !foldBroken {
+                do {
+                    try views.apply(fact)
+                } catch {
+                    checker.report.add(Violation(kind: .transition, position: fact.position, line: number, message: "\(error)"))
+                    foldBroken = true
+                }
+            }
+        }
+        var report = checker.report
+        if report.facts == 0 && report.violationCount == 0 {
+            report.add(Violation(kind: .format, position: nil, line: nil, message: "the file holds no facts"))
+        }
+        report.runs = views.runs.count
+        report.jobs = views.jobs.count
+        return report
+    }
+}
+
+/// A file written in full or not at all: a temp file beside the target, fsynced, then renamed
+/// (rename(2); Foundation's replaceItemAt is broken on Linux). nil writes to standard output.
+final class OutputFile {
+    let path: String?
+    private let temp: String?
+    private let handle: FileHandle
+    private var buffer: [UInt8] = []
+
+    init(path: String?) throws {
+        self.path = path
+        guard let path else {
+            temp = nil
+            handle = FileHandle.standardOutput
+            return
+        }
+        let t = path + ".tmp-\(getpid())"
+        let fd = open(t, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else {
+            throw ExportError(path: path, line: nil, message: "cannot create: \(String(cString: strerror(errno)))")
+        }
+        temp = t
+        handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    }
+
+    func write(_ bytes: [UInt8]) throws {
+        buffer.append(contentsOf: bytes)
+        if buffer.count >= 1 << 20 { try flush() }
+    }
+
+    private func flush() throws {
+        guard !buffer.isEmpty else { return }
+        do {
+            try handle.write(contentsOf: buffer)
+        } catch {
+            throw ExportError(path: path ?? "<stdout>", line: nil, message: "write failed: \(error.localizedDescription)")
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    func commit() throws {
+        try flush()
+        guard let path, let temp else { return }
+        do {
+            try handle.synchronize()
+            try handle.close()
+        } catch {
+            throw ExportError(path: path, line: nil, message: "cannot finish writing: \(error.localizedDescription)")
+        }
+        if rename(temp, path) != 0 {
+            throw ExportError(path: path, line: nil, message: "cannot move into place: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    func discard() {
+        if let temp {
+            try? handle.close()
+            unlink(temp)
+        }
+    }
+}

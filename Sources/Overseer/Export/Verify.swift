@@ -1,0 +1,283 @@
+import Foundation
+
+/// Something `verify()` found wrong.
+public struct Violation: Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        /// A fact's hash does not match its bytes, or its `prev` does not match the fact before.
+        case hashChain = "hash-chain"
+        /// Positions skip, repeat or go backwards.
+        case density
+        /// A fact's time is earlier than the fact before.
+        case time
+        /// A line is not a well-formed fact in canonical form.
+        case format
+        /// A fact breaks the state machine (for example a second live claim, or a claim before a
+        /// parent finished).
+        case transition
+        /// A stored view differs from the re-fold of the facts.
+        case view
+        /// An index (by job, run, time, fact id) differs from the facts.
+        case index
+        /// The recorded head differs from the last fact.
+        case head
+    }
+
+    public let kind: Kind
+    public let position: UInt64?
+    /// 1-based line number, when checking an export file.
+    public let line: Int?
+    public let message: String
+
+    public var description: String {
+        var at: [String] = []
+        if let line { at.append("line \(line)") }
+        if let position { at.append("position \(position)") }
+        let prefix = at.isEmpty ? "" : at.joined(separator: ", ") + ": "
+        return "\(prefix)\(kind.rawValue): \(message)"
+    }
+}
+
+/// The result of a verification.
+public struct VerifyReport: Sendable, CustomStringConvertible {
+    public internal(set) var facts: Int = 0
+    public internal(set) var runs: Int = 0
+    public internal(set) var jobs: Int = 0
+    /// The hash of the last fact checked.
+    public internal(set) var headHash: Digest = .zero
+    public internal(set) var firstPosition: UInt64 = 0
+    public internal(set) var lastPosition: UInt64 = 0
+    /// The first violations found (at most 100 are kept; ``violationCount`` counts all).
+    public internal(set) var violations: [Violation] = []
+    public internal(set) var violationCount = 0
+    /// True when the export starts after position 1 or skips positions on purpose (a filtered
+    /// export): the chain is then checked only where positions are consecutive.
+    public internal(set) var partial = false
+
+    public var ok: Bool { violationCount == 0 }
+    public var firstViolation: Violation? { violations.first }
+
+    mutating func add(_ v: Violation) {
+        violationCount += 1
+        if violations.count < 100 { violations.append(v) }
+    }
+
+    public var description: String {
+        if ok {
+            return "ok: \(facts) facts (positions \(firstPosition)–\(lastPosition)), \(runs) runs, \(jobs) jobs; head \(headHash.hex)\(partial ? " (partial export: chain checked where positions are consecutive)" : "")"
+        }
+        return "FAILED: \(violationCount) violation(s); first: \(violations[0])"
+    }
+}
+
+/// Checks a sequence of fact lines: canonical form, hashes, the `prev` chain, dense positions and
+/// non-decreasing times. Shared by store and export verification.
+struct ChainChecker {
+    var previous: (position: UInt64, hash: Digest, time: Instant)?
+    var allowGaps: Bool
+    var report = VerifyReport()
+
+    init(allowGaps: Bool) { self.allowGaps = allowGaps }
+
+    /// Checks one line; returns its fact when it could be decoded.
+    mutating func check(_ bytes: some Collection<UInt8>, line: Int?) -> Fact? {
+        let fact: Fact
+        do {
+            fact = try Fact.decode(line: bytes)
+        } catch {
+            report.add(Violation(kind: error.isHashMismatch ? .hashChain : .format, position: error.position, line: line, message: error.message))
+            // Keep the chain going from the stored hash, so one bad line is one violation.
+            return nil
+        }
+        report.facts += 1
+        if let prev = previous {
+            if fact.position == prev.position + 1 {
+                if fact.prev != prev.hash {
+                    report.add(Violation(kind: .hashChain, position: fact.position, line: line, message: "prev \(fact.prev.hex) does not match the hash of position \(prev.position) (\(prev.hash.hex))"))
+                }
+            } else if fact.position > prev.position && allowGaps {
+                report.partial = true
+            } else {
+                report.add(Violation(kind: .density, position: fact.position, line: line, message: "position \(fact.position) follows position \(prev.position)"))
+            }
+            if fact.time < prev.time {
+                report.add(Violation(kind: .time, position: fact.position, line: line, message: "time \(fact.time) is earlier than \(prev.time) at position \(prev.position)"))
+            }
+        } else {
+            report.firstPosition = fact.position
+            if fact.position == 1 {
+                if fact.prev != .zero {
+                    report.add(Violation(kind: .hashChain, position: 1, line: line, message: "the first fact's prev must be all zeros"))
+                }
+            } else if allowGaps {
+                report.partial = true
+            } else {
+                report.add(Violation(kind: .density, position: fact.position, line: line, message: "the log starts at position \(fact.position), not 1"))
+            }
+        }
+        previous = (fact.position, fact.hash, fact.time)
+        report.lastPosition = fact.position
+        report.headHash = fact.hash
+        return fact
+    }
+}
+
+/// An order-independent checksum of a set of keys, to compare an index with what the facts imply
+/// without holding either in memory.
+struct KeySetDigest: Equatable {
+    var count = 0
+    var sum: UInt64 = 0
+
+    mutating func add(_ bytes: some Sequence<UInt8>) {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in bytes {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        // A final avalanche so that sums of similar keys do not cancel.
+        h ^= h >> 33
+        h = h &* 0xff51_afd7_ed55_8ccd
+        h ^= h >> 33
+        count += 1
+        sum = sum &+ h
+    }
+}
+
+extension LogStore {
+    /// Recomputes the hash chain and re-folds every view from the facts alone, then compares
+    /// them with the stored views and indexes, inside one consistent read transaction. Reports
+    /// the first position where they differ. Memory stays bounded by the runs in flight: a run's
+    /// state is compared and dropped once the pass reaches its last fact.
+    public func verify() throws -> VerifyReport {
+        try read { txn in
+            let dbs = self.dbs
+            let views = LMDBViews(txn: txn, dbs: dbs)
+            var checker = ChainChecker(allowGaps: false)
+            var memory = MemoryViews()
+            // Each run's last position, from the stored view; a run is compared when passed.
+            var lastOfRun: [UInt64: [String]] = [:]
+            try txn.forEach(dbs.runs) { _, v in
+                let run = try RunState(decoding: v)
+                lastOfRun[run.position, default: []].append(run.id)
+                return true
+            }
+            var expected = (byJob: KeySetDigest(), byRun: KeySetDigest(), byTime: KeySetDigest(), ids: KeySetDigest())
+            var expectedReady = 0
+            var foldBroken = false
+            var last: UInt64 = 0
+            try txn.forEach(dbs.facts) { k, v in
+                let position = readBigEndian64(k)
+                guard let fact = checker.check(UnsafeRawBufferPointer(v), line: nil) else {
+                    foldBroken = true
+                    return true
+                }
+                if fact.position != position {
+                    checker.report.add(Violation(kind: .index, position: position, line: nil, message: "stored under position \(position) but says \(fact.position)"))
+                }
+                last = position
+                expected.byTime.add(Keys.time(fact.time, fact.position))
+                expected.ids.add(Array(fact.id.utf8))
+                if let j = fact.job { expected.byJob.add(Keys.prefixed(j, fact.position)) }
+                if let r = fact.run { expected.byRun.add(Keys.prefixed(r, fact.position)) }
+                if !foldBroken {
+                    do {
+                        try memory.apply(fact)
+                    } catch {
+                        checker.report.add(Violation(kind: .transition, position: fact.position, line: nil, message: "\(error)"))
+                        foldBroken = true
+                    }
+                }
+                if !foldBroken, let done = lastOfRun.removeValue(forKey: fact.position) {
+                    for runID in done {
+                        expectedReady += try compareRun(runID, memory: &memory, views: views, txn: txn, report: &checker.report)
+                    }
+                }
+                return checker.report.violations.count < 100
+            }
+            var report = checker.report
+            if !foldBroken {
+                // Runs whose stored position matched no fact: their view is wrong.
+                for (_, ids) in lastOfRun {
+                    for id in ids {
+                        report.add(Violation(kind: .view, position: nil, line: nil, message: "run '\(id)': the stored summary's last position matches no fact of the run"))
+                    }
+                }
+                for id in memory.runs.keys.sorted() {
+                    report.add(Violation(kind: .view, position: nil, line: nil, message: "run '\(id)': the stored summary's last position is wrong or missing"))
+                }
+                let storedJobs = try txn.count(dbs.jobs)
+                if storedJobs != report.jobs {
+                    report.add(Violation(kind: .view, position: nil, line: nil, message: "the jobs view holds \(storedJobs) jobs, the facts make \(report.jobs)"))
+                }
+                let storedReady = try txn.count(dbs.ready)
+                if storedReady != expectedReady {
+                    report.add(Violation(kind: .view, position: nil, line: nil, message: "the ready set holds \(storedReady) entries, the facts make \(expectedReady)"))
+                }
+                var storedActive: [String: Int] = [:]
+                try txn.forEach(dbs.active) { k, v in
+                    storedActive[String(decoding: k, as: UTF8.self)] = Int(readBigEndian64(v))
+                    return true
+                }
+                if storedActive != memory.activeByType {
+                    report.add(Violation(kind: .view, position: nil, line: nil, message: "live claims by type: stored \(storedActive.sorted { $0.key < $1.key }), folded \(memory.activeByType.sorted { $0.key < $1.key })"))
+                }
+            }
+            func actual(_ db: Database) throws -> KeySetDigest {
+                var d = KeySetDigest()
+                try txn.forEach(db) { k, _ in
+                    d.add(UnsafeRawBufferPointer(k))
+                    return true
+                }
+                return d
+            }
+            for (name, db, want) in [("by_job", dbs.byJob, expected.byJob), ("by_run", dbs.byRun, expected.byRun), ("by_time", dbs.byTime, expected.byTime), ("fact_ids", dbs.factIDs, expected.ids)] {
+                let got = try actual(db)
+                if got != want {
+                    report.add(Violation(kind: .index, position: nil, line: nil, message: "index \(name) holds \(got.count) entries that do not match the \(want.count) the facts imply"))
+                }
+            }
+            let head = try core.head(txn)
+            if head.position != last || (last > 0 && head.hash != report.headHash) {
+                report.add(Violation(kind: .head, position: head.position, line: nil, message: "the recorded head (position \(head.position), \(head.hash.hex)) differs from the last fact (position \(last), \(report.headHash.hex))"))
+            }
+            return report
+        }
+    }
+
+    /// Compares one run's folded state with the stored views, then drops it from memory. Returns
+    /// the number of ready entries the run should have.
+    private func compareRun(_ id: String, memory: inout MemoryViews, views: LMDBViews, txn: Transaction, report: inout VerifyReport) throws -> Int {
+        guard let folded = memory.runs.removeValue(forKey: id) else {
+            report.add(Violation(kind: .view, position: nil, line: nil, message: "run '\(id)' is in the runs view but no fact creates it"))
+            return 0
+        }
+        report.runs += 1
+        if let stored = try views.run(id) {
+            if stored != folded {
+                report.add(Violation(kind: .view, position: folded.position, line: nil, message: "run '\(id)': stored summary \(stored) differs from the fold \(folded)"))
+            }
+        }
+        var ready = 0
+        let jobIDs = memory.jobs.keys.filter { $0.hasPrefix(id + "/") }
+        for jobID in jobIDs {
+            guard let job = memory.jobs.removeValue(forKey: jobID), job.run == id else { continue }
+            report.jobs += 1
+            if let stored = try views.job(jobID) {
+                if stored != job {
+                    report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)': stored state differs from the fold (status \(stored.status) vs \(job.status), revision \(stored.revision) vs \(job.revision))"))
+                }
+            } else {
+                report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)' is missing from the jobs view"))
+            }
+            if let since = job.readySince {
+                ready += 1
+                let entry = ReadyEntry(priority: job.priority, since: since, job: job.id, type: job.type, notBefore: job.notBefore)
+                let stored = try txn.getBytes(dbs.ready, entry.key)
+                if stored != entry.value {
+                    report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)': its ready-set entry is missing or differs"))
+                }
+                memory.ready.removeValue(forKey: entry.key)
+            }
+        }
+        return ready
+    }
+}

@@ -1,0 +1,164 @@
+import CLMDB
+import Foundation
+
+/// A named LMDB database inside an environment.
+struct Database: Sendable, Hashable {
+    let dbi: MDB_dbi
+}
+
+/// One LMDB environment (a directory holding `data.mdb` and `lock.mdb`).
+///
+/// Read transactions may run on any thread (the environment is opened with `MDB_NOTLS`, because
+/// "a thread may use parallel read-only transactions" only then, and Swift tasks hop threads).
+/// Write transactions must begin and commit on one OS thread: lmdb.h says the caller "must also
+/// serialize the write transactions in an OS thread, since LMDB's write locking is unaware of the
+/// user threads". ``LogStore`` runs every write on its single writer thread.
+///
+/// Map growth (`mdb_env_set_mapsize`) "may be called ... if no transactions are active in this
+/// process", so every transaction holds `resizeLock` shared, and a resize holds it exclusively.
+final class Environment: @unchecked Sendable {
+    // @unchecked: `env` is an LMDB handle that is safe to share between threads under MDB_NOTLS;
+    // the mutable `mapSize` is only touched while `resizeLock` is held exclusively.
+    let env: OpaquePointer
+    let path: String
+    private(set) var mapSize: Int
+    private var resizeLock = pthread_rwlock_t()
+
+    /// Opens (creating if needed) the environment at `path`, a directory.
+    init(path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int, noSync: Bool) throws(LMDBError) {
+        var handle: OpaquePointer?
+        try check(mdb_env_create(&handle), "mdb_env_create", path: path)
+        guard let handle else { throw LMDBError(code: ENOMEM, operation: "mdb_env_create", path: path) }
+        do {
+            try check(mdb_env_set_maxdbs(handle, MDB_dbi(maxDatabases)), "mdb_env_set_maxdbs", path: path)
+            try check(mdb_env_set_maxreaders(handle, UInt32(maxReaders)), "mdb_env_set_maxreaders", path: path)
+            try check(mdb_env_set_mapsize(handle, mapSize), "mdb_env_set_mapsize", path: path)
+            var flags = UInt32(MDB_NOTLS)
+            if noSync { flags |= UInt32(MDB_NOSYNC) }
+            // Mode 0600: the store is readable and writable by its owner only.
+            try check(mdb_env_open(handle, path, flags, 0o600), "open", path: path)
+            var dead: Int32 = 0
+            // Clear reader slots left by processes that died while reading.
+            try check(mdb_reader_check(handle, &dead), "mdb_reader_check", path: path)
+            var info = MDB_envinfo()
+            try check(mdb_env_info(handle, &info), "mdb_env_info", path: path)
+            self.mapSize = max(mapSize, info.me_mapsize)
+        } catch {
+            // A failed open must release the handle before throwing (see ENVIRONMENT.md §4).
+            mdb_env_close(handle)
+            throw error
+        }
+        self.env = handle
+        self.path = path
+        pthread_rwlock_init(&resizeLock, nil)
+    }
+
+    deinit {
+        mdb_env_close(env)
+        pthread_rwlock_destroy(&resizeLock)
+    }
+
+    /// Runs `body` in a read-only transaction. Bytes borrowed from the map are valid only inside.
+    func read<T>(_ body: (Transaction) throws -> T) throws -> T {
+        while true {
+            pthread_rwlock_rdlock(&resizeLock)
+            let txn: Transaction
+            do {
+                txn = try begin(flags: UInt32(MDB_RDONLY))
+            } catch let error where error.isMapResized {
+                pthread_rwlock_unlock(&resizeLock)
+                try adoptMapSize()
+                continue
+            } catch {
+                pthread_rwlock_unlock(&resizeLock)
+                throw error
+            }
+            defer {
+                mdb_txn_abort(txn.txn)
+                pthread_rwlock_unlock(&resizeLock)
+            }
+            return try body(txn)
+        }
+    }
+
+    /// Runs `body` in a write transaction; a return commits (with fsync unless opened `noSync`),
+    /// a throw aborts. Call only from the store's writer thread.
+    func write<T>(_ body: (Transaction) throws -> T) throws -> T {
+        while true {
+            pthread_rwlock_rdlock(&resizeLock)
+            let txn: Transaction
+            do {
+                txn = try begin(flags: 0)
+            } catch let error where error.isMapResized {
+                pthread_rwlock_unlock(&resizeLock)
+                try adoptMapSize()
+                continue
+            } catch {
+                pthread_rwlock_unlock(&resizeLock)
+                throw error
+            }
+            defer { pthread_rwlock_unlock(&resizeLock) }
+            let result: T
+            do {
+                result = try body(txn)
+            } catch {
+                mdb_txn_abort(txn.txn)
+                throw error
+            }
+            try check(mdb_txn_commit(txn.txn), "commit", path: path)
+            return result
+        }
+    }
+
+    private func begin(flags: UInt32) throws(LMDBError) -> Transaction {
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(env, nil, flags, &txn), "mdb_txn_begin", path: path)
+        return Transaction(txn: txn!, environment: self)
+    }
+
+    /// Grows the map to at least `minimum` bytes (doubling), holding off every transaction of this
+    /// process while it does.
+    func grow(minimum: Int? = nil) throws(LMDBError) {
+        pthread_rwlock_wrlock(&resizeLock)
+        defer { pthread_rwlock_unlock(&resizeLock) }
+        var info = MDB_envinfo()
+        try check(mdb_env_info(env, &info), "mdb_env_info", path: path)
+        let target = max(minimum ?? 0, max(info.me_mapsize, mapSize) * 2)
+        try check(mdb_env_set_mapsize(env, target), "mdb_env_set_mapsize", path: path)
+        mapSize = target
+    }
+
+    /// Adopts a map size set by another process (after MDB_MAP_RESIZED).
+    func adoptMapSize() throws(LMDBError) {
+        pthread_rwlock_wrlock(&resizeLock)
+        defer { pthread_rwlock_unlock(&resizeLock) }
+        try check(mdb_env_set_mapsize(env, 0), "mdb_env_set_mapsize", path: path)
+        var info = MDB_envinfo()
+        try check(mdb_env_info(env, &info), "mdb_env_info", path: path)
+        mapSize = info.me_mapsize
+    }
+
+    /// Opens a named database, creating it when `create` is set (only inside a write transaction).
+    func openDatabase(_ name: String, in txn: Transaction, create: Bool, flags: Int32 = 0) throws(LMDBError) -> Database? {
+        var dbi: MDB_dbi = 0
+        let rc = mdb_dbi_open(txn.txn, name, UInt32(flags) | (create ? UInt32(MDB_CREATE) : 0), &dbi)
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc, "open database '\(name)'", path: path)
+        return Database(dbi: dbi)
+    }
+
+    /// Bytes used by the data file (pages in use × page size).
+    func usedBytes() throws -> Int {
+        var info = MDB_envinfo()
+        var stat = MDB_stat()
+        try check(mdb_env_info(env, &info), "mdb_env_info", path: path)
+        try check(mdb_env_stat(env, &stat), "mdb_env_stat", path: path)
+        return (info.me_last_pgno + 1) * Int(stat.ms_psize)
+    }
+
+    func clearStaleReaders() throws -> Int {
+        var dead: Int32 = 0
+        try check(mdb_reader_check(env, &dead), "mdb_reader_check", path: path)
+        return Int(dead)
+    }
+}

@@ -1,0 +1,244 @@
+/// Where a fold keeps its views. Two implementations: the LMDB databases of a store (updated in
+/// the same write transaction as the facts) and ``MemoryViews`` (for as-of queries, replay and
+/// `verify()`). Both run the same ``Fold``, so the views are one pure function of the facts.
+protocol FoldTarget {
+    mutating func job(_ id: String) throws -> JobState?
+    mutating func putJob(_ job: JobState) throws
+    mutating func run(_ id: String) throws -> RunState?
+    mutating func putRun(_ run: RunState) throws
+    mutating func insertReady(_ entry: ReadyEntry) throws
+    mutating func removeReady(_ entry: ReadyEntry) throws
+    /// Live claims of a job type, across all runs.
+    mutating func active(_ type: String) throws -> Int
+    mutating func setActive(_ type: String, _ count: Int) throws
+}
+
+/// A fact that cannot follow the facts before it (a broken transition). The store refuses to
+/// append it; `verify()` reports it as a violation.
+public struct FoldError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let position: UInt64
+    public let message: String
+    public var description: String { "position \(position): \(message)" }
+}
+
+/// The fold: applies one fact to the views, checking that the transition is legal.
+enum Fold {
+    static func apply<T: FoldTarget>(_ fact: Fact, to views: inout T) throws {
+        func fail(_ message: String) -> FoldError { FoldError(position: fact.position, message: message) }
+        switch fact.kind {
+        case .runCreated:
+            guard let runID = fact.run else { throw fail("run.created without a run") }
+            if try views.run(runID) != nil { throw fail("run '\(runID)' already exists") }
+            try views.putRun(RunState(
+                id: runID, status: .running, createdAt: fact.time, createdPosition: fact.position, endedAt: nil,
+                name: fact.data["name"]?.stringValue, priority: Int(fact.data["priority"]?.intValue ?? 0),
+                total: 0, counts: [:], ready: 0, abortedByOperator: false, abortReason: nil,
+                position: fact.position))
+            return
+        case .runAborted:
+            guard let runID = fact.run, var run = try views.run(runID) else { throw fail("run.aborted of an unknown run") }
+            run.abortedByOperator = true
+            run.abortReason = fact.reason
+            run.position = fact.position
+            updateStatus(&run, at: fact.time)
+            try views.putRun(run)
+            return
+        case .workerStarted, .workerStopped:
+            guard fact.worker != nil else { throw fail("\(fact.kind) without a worker") }
+            return
+        default:
+            break
+        }
+        guard fact.kind.rawValue.hasPrefix("job.") else { throw fail("unknown fact kind '\(fact.kind)'") }
+        guard let jobID = fact.job else { throw fail("\(fact.kind) without a job") }
+        guard let runID = fact.run else { throw fail("\(fact.kind) without a run") }
+
+        if fact.kind == .jobCreated {
+            try create(fact, job: jobID, run: runID, in: &views)
+            return
+        }
+        guard var job = try views.job(jobID) else { throw fail("\(fact.kind) of unknown job '\(jobID)'") }
+        guard job.run == runID else { throw fail("job '\(jobID)' belongs to run '\(job.run)', not '\(runID)'") }
+        if fact.kind == .jobRejected {
+            guard fact.revision == nil else { throw fail("job.rejected must not carry a revision") }
+            job.rejected += 1
+            job.position = fact.position
+            try views.putJob(job)
+            if var run = try views.run(runID) {
+                run.position = fact.position
+                try views.putRun(run)
+            }
+            return
+        }
+        guard let revision = fact.revision, revision == job.revision + 1 else {
+            throw fail("\(fact.kind) of '\(jobID)' at revision \(fact.revision.map(String.init) ?? "none"), expected \(job.revision + 1)")
+        }
+        let before = job.status
+        switch fact.kind {
+        case .jobClaimed:
+            guard job.status == .unstarted else { throw fail("claim of '\(jobID)' while \(job.status)") }
+            for parent in job.parents {
+                guard let p = try views.job(parent), p.status == .finished else {
+                    throw fail("claim of '\(jobID)' before its parent '\(parent)' finished")
+                }
+            }
+            guard let attempt = fact.attempt, attempt == job.attempt + 1 else {
+                throw fail("claim of '\(jobID)' with attempt \(fact.attempt.map(String.init) ?? "none"), expected \(job.attempt + 1)")
+            }
+            guard let worker = fact.worker else { throw fail("claim of '\(jobID)' without a worker") }
+            job.status = .started
+            job.attempt = attempt
+            job.worker = worker
+            job.claimedAt = fact.time
+            job.leaseMilliseconds = fact.data["lease_ms"]?.intValue ?? 0
+            if job.firstStartedAt == nil { job.firstStartedAt = fact.time }
+            job.endedAt = nil
+            job.notBefore = nil
+        case .jobFinished, .jobFailed:
+            guard job.status == .started else { throw fail("\(fact.kind) of '\(jobID)' while \(job.status)") }
+            guard fact.attempt == job.attempt else { throw fail("\(fact.kind) of '\(jobID)' for attempt \(fact.attempt.map(String.init) ?? "none"), current is \(job.attempt)") }
+            job.status = fact.kind == .jobFinished ? .finished : .failed
+            job.endedAt = fact.time
+            if fact.kind == .jobFinished {
+                job.result = fact.data["result"]
+                job.error = nil
+            } else {
+                job.error = fact.data["error"] ?? .null
+            }
+        case .jobReleased:
+            guard job.status == .started else { throw fail("release of '\(jobID)' while \(job.status)") }
+            job.status = .unstarted
+            job.claimedAt = nil
+            if let nb = fact.data["not_before"]?.stringValue {
+                guard let t = Instant(rfc3339: nb) else { throw fail("release of '\(jobID)' with invalid not_before") }
+                job.notBefore = t
+            } else {
+                job.notBefore = nil
+            }
+            if let e = fact.data["error"] { job.error = e }
+        case .jobAborted:
+            guard job.status != .finished, job.status != .aborted else { throw fail("abort of '\(jobID)' while \(job.status)") }
+            job.status = .aborted
+            job.endedAt = fact.time
+            job.claimedAt = nil
+        case .jobRetried:
+            guard job.status == .failed || job.status == .aborted else { throw fail("retry of '\(jobID)' while \(job.status)") }
+            job.status = .unstarted
+            job.attemptBase = job.attempt
+            job.endedAt = nil
+            job.notBefore = nil
+            job.error = nil
+        default:
+            throw fail("unknown fact kind '\(fact.kind)'")
+        }
+        job.revision = revision
+        job.position = fact.position
+        if let r = fact.reason { job.reason = r }
+
+        if before == .started, job.status != .started {
+            try views.setActive(job.type, max(0, try views.active(job.type) - 1))
+        } else if before != .started, job.status == .started {
+            try views.setActive(job.type, try views.active(job.type) + 1)
+        }
+        guard var run = try views.run(runID) else { throw fail("job '\(jobID)' of unknown run '\(runID)'") }
+        run.counts[before, default: 0] -= 1
+        run.counts[job.status, default: 0] += 1
+        if run.counts[before] == 0 { run.counts[before] = nil }
+        try refreshReadiness(&job, run: &run, at: fact.position, in: &views)
+        try views.putJob(job)
+        // A finished parent may make its children ready.
+        if job.status == .finished {
+            for childID in job.children {
+                guard var child = try views.job(childID) else { throw fail("child '\(childID)' of '\(jobID)' is missing") }
+                if try refreshReadiness(&child, run: &run, at: fact.position, in: &views) {
+                    try views.putJob(child)
+                }
+            }
+        }
+        run.position = fact.position
+        updateStatus(&run, at: fact.time)
+        try views.putRun(run)
+    }
+
+    private static func create<T: FoldTarget>(_ fact: Fact, job jobID: String, run runID: String, in views: inout T) throws {
+        func fail(_ message: String) -> FoldError { FoldError(position: fact.position, message: message) }
+        guard fact.revision == 1 else { throw fail("job.created of '\(jobID)' must be revision 1") }
+        if try views.job(jobID) != nil { throw fail("job '\(jobID)' already exists") }
+        guard var run = try views.run(runID) else { throw fail("job '\(jobID)' created in unknown run '\(runID)'") }
+        guard let type = fact.data["type"]?.stringValue else { throw fail("job.created of '\(jobID)' without data.type") }
+        var parents: [String] = []
+        for p in fact.data["parents"]?.arrayValue ?? [] {
+            guard let id = p.stringValue else { throw fail("job '\(jobID)' has a parent that is not a string") }
+            parents.append(id)
+        }
+        for parentID in parents {
+            guard var parent = try views.job(parentID), parent.run == runID else {
+                throw fail("job '\(jobID)' depends on '\(parentID)', which is not an earlier job of run '\(runID)'")
+            }
+            parent.children.append(jobID)
+            try views.putJob(parent)
+        }
+        var job = JobState(
+            id: jobID, run: runID, type: type, parents: parents, children: [],
+            priority: Int(fact.data["priority"]?.intValue ?? 0), status: .unstarted, revision: 1, attempt: 0,
+            attemptBase: 0, worker: nil, createdAt: fact.time, createdPosition: fact.position, claimedAt: nil, leaseMilliseconds: 0,
+            firstStartedAt: nil, endedAt: nil, notBefore: nil, readySince: nil, reason: fact.reason, error: nil,
+            result: nil, options: fact.data["options"] ?? .object([:]), rejected: 0, position: fact.position)
+        run.total += 1
+        run.counts[.unstarted, default: 0] += 1
+        try refreshReadiness(&job, run: &run, at: fact.position, in: &views)
+        try views.putJob(job)
+        run.position = fact.position
+        updateStatus(&run, at: fact.time)
+        try views.putRun(run)
+    }
+
+    /// Puts the job into the ready set or takes it out, as its status and parents say. Returns
+    /// whether the job changed.
+    @discardableResult
+    private static func refreshReadiness<T: FoldTarget>(_ job: inout JobState, run: inout RunState, at position: UInt64, in views: inout T) throws -> Bool {
+        var ready = job.status == .unstarted
+        if ready {
+            for parentID in job.parents {
+                guard let parent = try views.job(parentID) else { throw FoldError(position: position, message: "parent '\(parentID)' of '\(job.id)' is missing") }
+                if parent.status != .finished {
+                    ready = false
+                    break
+                }
+            }
+        }
+        var changed = false
+        if let since = job.readySince, !ready {
+            try views.removeReady(ReadyEntry(priority: job.priority, since: since, job: job.id, type: job.type, notBefore: nil))
+            job.readySince = nil
+            run.ready -= 1
+            changed = true
+        }
+        if ready, job.readySince == nil {
+            job.readySince = position
+            try views.insertReady(ReadyEntry(priority: job.priority, since: position, job: job.id, type: job.type, notBefore: job.notBefore))
+            run.ready += 1
+            changed = true
+        }
+        return changed
+    }
+
+    static func updateStatus(_ run: inout RunState, at time: Instant) {
+        let status: RunStatus
+        if run.total > 0, run.count(.finished) == run.total {
+            status = .finished
+        } else if run.total > 0, run.count(.started) == 0, run.ready == 0 {
+            if run.abortedByOperator || run.count(.failed) == 0 {
+                status = .aborted
+            } else {
+                status = .failed
+            }
+        } else {
+            status = .running
+        }
+        if status != run.status {
+            run.status = status
+            run.endedAt = status == .running ? nil : time
+        }
+    }
+}

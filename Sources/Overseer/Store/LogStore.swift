@@ -1,0 +1,533 @@
+import CLMDB
+import Foundation
+import Synchronization
+
+/// How a store is opened.
+public struct StoreOptions: Sendable {
+    /// How commits reach the disk.
+    public enum Durability: Sendable {
+        /// Default: an append returns only after its transaction is committed with fsync.
+        case durable
+        /// Opt-in, for throwaway stores and benchmarks only: commits skip fsync (LMDB's
+        /// MDB_NOSYNC). A system crash may lose the last transactions or damage the store; a
+        /// process crash loses nothing.
+        case unsafeNoSync
+    }
+
+    public var durability: Durability = .durable
+    /// Initial map size; the map doubles automatically when full. The file stays sparse.
+    public var initialMapSize: Int = 256 << 20
+    /// The map never grows past this; appends then fail with ``StoreError/Code/full``.
+    public var maximumMapSize: Int = 1 << 40
+    /// Concurrent read transactions allowed across all processes.
+    public var maximumReaders: Int = 1024
+    /// Requests taken into one write transaction at most.
+    public var maximumBatch: Int = 4096
+    /// Create the store when the path does not exist.
+    public var createIfMissing: Bool = true
+
+    public init() {}
+}
+
+/// The durable, append-only log of facts, with its views, in one LMDB environment.
+///
+/// ```swift
+/// let store = try LogStore(path: "myapp.lmdb")
+/// let outcome = try await store.append(
+///     FactDraft(kind: .jobClaimed, run: "r1", job: "r1/start", author: Author(name: "w1"), attempt: 1),
+///     expecting: 1)
+/// ```
+///
+/// One process may open the same path any number of times: the instances share one environment
+/// and one writer thread. Several processes may open it at once; LMDB's lock serializes their
+/// writers. Thread-safe.
+public final class LogStore: Sendable {
+    /// Facts larger than this (in their JSON Lines form) are refused.
+    public static let maximumFactSize = 1 << 20
+
+    public let path: String
+    let core: StoreCore
+
+    /// Opens or creates the store at `path` (a directory).
+    public init(path: String, options: StoreOptions = StoreOptions()) throws(StoreError) {
+        self.path = path
+        self.core = try StoreCore.shared(path: path, options: options)
+    }
+
+    var dbs: Databases { core.dbs }
+
+    // MARK: Writing
+
+    /// Runs `body` inside the shared write transaction on the writer thread. It may read views
+    /// and append facts; a throw undoes everything it did. Returns after the commit is on disk.
+    public func write<T: Sendable>(_ body: @escaping @Sendable (inout LogWriter) throws -> T) async throws -> T {
+        if core.writer.isCurrent { throw StoreError(.invalid, path: path, "write called from inside a write") }
+        let value: any Sendable = try await withCheckedThrowingContinuation { continuation in
+            core.writer.submit(WriteRequest(body: { try body(&$0) }) { continuation.resume(with: $0) })
+        }
+        return value as! T
+    }
+
+    /// The blocking form of ``write(_:)``, for code that is not async.
+    public func writeSync<T: Sendable>(_ body: @escaping @Sendable (inout LogWriter) throws -> T) throws -> T {
+        if core.writer.isCurrent { throw StoreError(.invalid, path: path, "write called from inside a write") }
+        let box = Mutex<Result<any Sendable, any Error>?>(nil)
+        let semaphore = DispatchSemaphore(value: 0)
+        core.writer.submit(WriteRequest(body: { try body(&$0) }) { result in
+            box.withLock { $0 = result }
+            semaphore.signal()
+        })
+        semaphore.wait()
+        return try box.withLock { $0! }.get() as! T
+    }
+
+    /// Compare-and-append of one fact: see ``LogWriter/append(_:expecting:)``.
+    public func append(_ draft: FactDraft, expecting revision: UInt64?) async throws -> AppendOutcome {
+        try await write { try $0.append(draft, expecting: revision) }
+    }
+
+    /// Atomic append of several facts: all, or none on the first conflict.
+    public func append(_ items: [(FactDraft, expecting: UInt64?)]) async throws -> AppendBatchOutcome {
+        try await write { try $0.appendAll(items) }
+    }
+
+    /// Waits until a fact past `position` may exist (a commit in this process, or `timeout`).
+    public func waitForAppend(after position: UInt64, timeout: Duration = .milliseconds(50)) async throws {
+        if try lastPosition() > position { return }
+        await core.commits.wait(timeout: timeout)
+    }
+
+    // MARK: Reading
+
+    func read<T>(_ body: (Transaction) throws -> T) throws -> T {
+        do {
+            return try core.env.read(body)
+        } catch let e as LMDBError {
+            throw StoreError.from(e)
+        }
+    }
+
+    /// The position of the last fact (0 for an empty log).
+    public func lastPosition() throws -> UInt64 {
+        try read { try core.head($0).position }
+    }
+
+    /// The hash of the last fact (all zeros for an empty log).
+    public func headHash() throws -> Digest {
+        try read { try core.head($0).hash }
+    }
+
+    public func fact(at position: UInt64) throws -> Fact? {
+        try read { txn in try core.fact(txn, position) }
+    }
+
+    /// Facts after `position`, in order, at most `limit`.
+    public func facts(after position: UInt64, limit: Int = Int.max) throws -> [Fact] {
+        try read { txn in
+            var out: [Fact] = []
+            try txn.forEach(dbs.facts, from: Keys.position(position + 1)) { _, v in
+                out.append(try Fact.decodeTrusted(v))
+                return out.count < limit
+            }
+            return out
+        }
+    }
+
+    /// Calls `body` with every fact in `positions` (inclusive), in order, without holding them all.
+    public func forEachFact(in positions: ClosedRange<UInt64>, _ body: (Fact) throws -> Bool) throws {
+        try read { txn in
+            try txn.forEach(dbs.facts, from: Keys.position(positions.lowerBound), to: positions.upperBound == .max ? nil : Keys.position(positions.upperBound + 1)) { _, v in
+                try body(try Fact.decodeTrusted(v))
+            }
+        }
+    }
+
+    /// Raw lines in `positions`, as stored (for export and verify).
+    func forEachLine(in positions: ClosedRange<UInt64>, _ body: (UInt64, UnsafeRawBufferPointer) throws -> Bool) throws {
+        try read { txn in
+            try txn.forEach(dbs.facts, from: Keys.position(positions.lowerBound), to: positions.upperBound == .max ? nil : Keys.position(positions.upperBound + 1)) { k, v in
+                try body(readBigEndian64(k), v)
+            }
+        }
+    }
+
+    /// Follows the tail: every fact after `position`, then each new one as it is appended (by
+    /// this process or another), until the task is cancelled.
+    public func follow(after position: UInt64, poll: Duration = .milliseconds(50)) -> AsyncThrowingStream<Fact, any Error> {
+        let store = self
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                var last = position
+                do {
+                    while !Task.isCancelled {
+                        let batch = try store.facts(after: last, limit: 1024)
+                        for f in batch {
+                            continuation.yield(f)
+                            last = f.position
+                        }
+                        if batch.isEmpty { try await store.waitForAppend(after: last, timeout: poll) }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// The position of the last fact at or before `time` (0 if none).
+    public func position(atOrBefore time: Instant) throws -> UInt64 {
+        try read { txn in
+            var result: UInt64 = 0
+            let end = Keys.time(Instant(microseconds: time.microseconds &+ 1), 0)
+            try txn.forEach(dbs.byTime, to: end, reverse: true) { k, _ in
+                result = readBigEndian64(k, at: 8)
+                return false
+            }
+            return result
+        }
+    }
+
+    /// Facts whose time lies in `range`, in order.
+    public func facts(in range: ClosedRange<Instant>) throws -> [Fact] {
+        try read { txn in
+            var out: [Fact] = []
+            let end = Keys.time(Instant(microseconds: range.upperBound.microseconds &+ 1), 0)
+            try txn.forEach(dbs.byTime, from: Keys.time(range.lowerBound, 0), to: end) { k, _ in
+                if let f = try core.fact(txn, readBigEndian64(k, at: 8)) { out.append(f) }
+                return true
+            }
+            return out
+        }
+    }
+
+    /// Every fact about one job (rejected late results included), in order.
+    public func history(ofJob job: String, through position: UInt64 = .max) throws -> [Fact] {
+        try indexed(dbs.byJob, job, through: position)
+    }
+
+    /// Every fact about one run and its jobs, in order.
+    public func history(ofRun run: String, through position: UInt64 = .max) throws -> [Fact] {
+        try indexed(dbs.byRun, run, through: position)
+    }
+
+    private func indexed(_ db: Database, _ id: String, through position: UInt64) throws -> [Fact] {
+        try read { txn in
+            var out: [Fact] = []
+            let end = position == .max ? Keys.prefixed(id, .max) : Keys.prefixed(id, position + 1)
+            try txn.forEach(db, from: Keys.prefix(id), to: end) { k, _ in
+                let p = readBigEndian64(k, at: k.count - 8)
+                guard let f = try core.fact(txn, p) else {
+                    throw StoreError(.corrupt, path: path, "index entry for '\(id)' points at missing position \(p)")
+                }
+                out.append(f)
+                return true
+            }
+            return out
+        }
+    }
+
+    /// A job's current state.
+    public func job(_ id: String) throws -> JobState? {
+        try read { txn in try LMDBViews(txn: txn, dbs: dbs).job(id) }
+    }
+
+    /// A run's current summary.
+    public func run(_ id: String) throws -> RunState? {
+        try read { txn in try LMDBViews(txn: txn, dbs: dbs).run(id) }
+    }
+
+    /// All runs, oldest first.
+    public func runs() throws -> [RunState] {
+        try read { txn in
+            var out: [RunState] = []
+            try txn.forEach(dbs.runs) { _, v in
+                out.append(try RunState(decoding: v))
+                return true
+            }
+            return out.sorted { ($0.createdPosition, $0.id) < ($1.createdPosition, $1.id) }
+        }
+    }
+
+    /// The jobs of one run, in creation order.
+    public func jobs(inRun run: String) throws -> [JobState] {
+        try read { txn in
+            var out: [JobState] = []
+            try txn.forEach(dbs.jobs, from: Array(run.utf8) + [UInt8(ascii: "/")], to: Array(run.utf8) + [UInt8(ascii: "0")]) { _, v in
+                out.append(try JobState(decoding: v))
+                return true
+            }
+            return out.sorted { $0.createdPosition < $1.createdPosition }
+        }
+    }
+
+    /// The ready set, in claim order: (job id, type, not-before).
+    public func readyJobs(limit: Int = Int.max) throws -> [(job: String, type: String, notBefore: Instant?)] {
+        try read { txn in
+            var out: [(String, String, Instant?)] = []
+            try txn.forEach(dbs.ready) { _, v in
+                let (type, nb, job) = try ReadyEntry.decodeValue(v)
+                out.append((job, type, nb == 0 ? nil : Instant(microseconds: nb)))
+                return out.count < limit
+            }
+            return out
+        }
+    }
+
+    /// The current lease of a job, if it is claimed.
+    public func lease(of job: String) throws -> Lease? {
+        try read { txn in
+            guard let b = try txn.get(dbs.leases, Array(job.utf8)) else { return nil }
+            var r = ByteReader(b)
+            return Lease(worker: try r.string(), revision: try r.u64(), expires: Instant(microseconds: try r.i64()))
+        }
+    }
+
+    /// Bytes of the data file in use.
+    public func sizeInBytes() throws -> Int {
+        do { return try core.env.usedBytes() } catch let e as LMDBError { throw StoreError.from(e) }
+    }
+
+    /// Clears reader slots left by dead processes; returns how many were cleared.
+    @discardableResult
+    public func clearStaleReaders() throws -> Int {
+        do { return try core.env.clearStaleReaders() } catch let e as LMDBError { throw StoreError.from(e) }
+    }
+}
+
+/// The per-process, per-path state shared by every ``LogStore`` opened on that path: lmdb.h says
+/// a process must not open the same environment twice ("closing it ... will break fcntl locks").
+final class StoreCore: Sendable {
+    let env: Environment
+    let dbs: Databases
+    let writer: WriterThread
+    let commits = CommitSignal()
+    let options: StoreOptions
+    let path: String
+
+    private static let registry = Mutex<[String: WeakCore]>([:])
+
+    private struct WeakCore: @unchecked Sendable {
+        // @unchecked: a weak reference to a Sendable class, only touched under the registry lock.
+        weak var core: StoreCore?
+    }
+
+    static func shared(path: String, options: StoreOptions) throws(StoreError) -> StoreCore {
+        let key = try canonicalPath(path, options: options)
+        return try registry.withLock { (entries) throws(StoreError) -> StoreCore in
+            if let existing = entries[key]?.core { return existing }
+            let core = try StoreCore(path: path, directory: key, options: options)
+            entries[key] = WeakCore(core: core)
+            return core
+        }
+    }
+
+    /// Makes sure the directory exists (creating it 0700), and returns its real path.
+    private static func canonicalPath(_ path: String, options: StoreOptions) throws(StoreError) -> String {
+        guard !path.isEmpty else { throw StoreError(.invalid, path: path, "the store path is empty") }
+        var st = stat()
+        if stat(path, &st) == 0 {
+            if (st.st_mode & S_IFMT) != S_IFDIR {
+                throw StoreError(.notAStore, path: path, "not an Overseer store: it is a file, and a store is a directory holding data.mdb and lock.mdb")
+            }
+        } else if errno == ENOENT {
+            guard options.createIfMissing else { throw StoreError(.notAStore, path: path, "no store here (the directory does not exist)") }
+            // Owner-only: the directory 0700, the files 0600.
+            if mkdir(path, 0o700) != 0 && errno != EEXIST {
+                let reason = String(cString: strerror(errno))
+                let code: StoreError.Code = (errno == EACCES || errno == EROFS || errno == EPERM) ? .unwritable : .io
+                throw StoreError(code, path: path, "cannot create the store directory: \(reason)")
+            }
+        } else {
+            throw StoreError(.io, path: path, "cannot examine the store path: \(String(cString: strerror(errno)))")
+        }
+        guard let real = realpath(path, nil) else {
+            throw StoreError(.io, path: path, "cannot resolve the store path: \(String(cString: strerror(errno)))")
+        }
+        defer { free(real) }
+        return String(cString: real)
+    }
+
+    private init(path: String, directory: String, options: StoreOptions) throws(StoreError) {
+        self.path = path
+        self.options = options
+        if access(directory, W_OK) != 0 {
+            throw StoreError(.unwritable, path: path, "the store directory is not writable: \(String(cString: strerror(errno)))")
+        }
+        // Refuse obviously foreign directories before LMDB creates files in them.
+        let data = directory + "/data.mdb"
+        var st = stat()
+        let dataExists = stat(data, &st) == 0
+        if !dataExists {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            let foreign = entries.filter { $0 != "lock.mdb" && !$0.hasPrefix(".") }
+            if !foreign.isEmpty {
+                throw StoreError(.notAStore, path: path, "not an Overseer store: the directory holds other files (\(foreign.prefix(3).joined(separator: ", "))) but no data.mdb")
+            }
+        } else if st.st_size > 0 && st.st_size < 8192 {
+            throw StoreError(.corrupt, path: path, "data.mdb is truncated (\(st.st_size) bytes); restore it from a backup or an export")
+        }
+        let env: Environment
+        do {
+            env = try Environment(
+                path: directory, mapSize: options.initialMapSize, maxDatabases: Databases.names.count + 2,
+                maxReaders: options.maximumReaders, noSync: options.durability == .unsafeNoSync)
+        } catch {
+            throw StoreError.from(error)
+        }
+        let dbs: Databases
+        do {
+            dbs = try StoreCore.prepare(env, path: path, dataExisted: dataExists && st.st_size > 0)
+        } catch let e as StoreError {
+            throw e
+        } catch let e as LMDBError {
+            throw StoreError.from(e)
+        } catch {
+            throw StoreError(.io, path: path, "\(error)")
+        }
+        self.env = env
+        self.dbs = dbs
+        let commits = self.commits
+        let maxMap = options.maximumMapSize
+        let storePath = path
+        self.writer = WriterThread(name: "overseer-writer", maximumBatch: options.maximumBatch) { batch in
+            StoreCore.process(batch, env: env, dbs: dbs, path: storePath, maximumMapSize: maxMap)
+            commits.notify()
+        }
+    }
+
+    deinit { writer.stop() }
+
+    /// Checks the format marker (or creates the store), and opens every database.
+    private static func prepare(_ env: Environment, path: String, dataExisted: Bool) throws -> Databases {
+        // Look first without writing anything: a foreign or newer store must stay untouched.
+        let state: (hasMeta: Bool, mainEntries: Int, format: [UInt8]?) = try env.read { txn in
+            guard let meta = try env.openDatabase("meta", in: txn, create: false) else {
+                let main = Database(dbi: 1)  // MAIN_DBI
+                return (false, try txn.count(main), nil)
+            }
+            return (true, 0, try txn.getBytes(meta, Keys.format))
+        }
+        if state.hasMeta {
+            guard let format = state.format, let text = String(validating: format, as: UTF8.self) else {
+                throw StoreError(.notAStore, path: path, "not an Overseer store: an LMDB environment without an Overseer format marker")
+            }
+            let parts = text.split(separator: " ")
+            guard parts.count == 2, parts[0] == StoreFormat.magic, let version = Int(parts[1]) else {
+                throw StoreError(.notAStore, path: path, "not an Overseer store: unknown format marker '\(text)'")
+            }
+            if version > StoreFormat.version {
+                throw StoreError(.newerFormat, path: path, "written by a newer Overseer (store format \(version); this build reads up to \(StoreFormat.version)). Upgrade Overseer; the store was not changed.")
+            }
+        } else if state.mainEntries > 0 {
+            throw StoreError(.notAStore, path: path, "not an Overseer store: an LMDB environment holding other databases")
+        }
+        if !state.hasMeta {
+            // New store (or one whose creation another process is racing us for: the write lock
+            // serializes, and the check is repeated inside).
+            try env.write { txn in
+                let meta = try env.openDatabase("meta", in: txn, create: true)!
+                if try txn.get(meta, Keys.format) == nil {
+                    for name in Databases.names { _ = try env.openDatabase(name, in: txn, create: true) }
+                    try txn.put(meta, Keys.format, StoreFormat.encoded)
+                    try txn.put(meta, Keys.head, Head.empty.encoded)
+                }
+            }
+        }
+        return try env.read { txn in
+            try Databases { name in
+                guard let db = try env.openDatabase(name, in: txn, create: false) else {
+                    throw StoreError(.corrupt, path: path, "the store lacks its '\(name)' database")
+                }
+                return db
+            }
+        }
+    }
+
+    func head(_ txn: Transaction) throws -> Head {
+        guard let b = try txn.get(dbs.meta, Keys.head) else {
+            throw StoreError(.corrupt, path: path, "the store lacks its head record")
+        }
+        return try Head(decoding: b)
+    }
+
+    func fact(_ txn: Transaction, _ position: UInt64) throws -> Fact? {
+        guard let b = try txn.get(dbs.facts, Keys.position(position)) else { return nil }
+        do {
+            return try Fact.decodeTrusted(b)
+        } catch {
+            throw StoreError(.corrupt, path: path, "fact at position \(position) cannot be read: \(error)")
+        }
+    }
+
+    /// Runs one batch of requests in one write transaction (group commit).
+    static func process(_ batch: [WriteRequest], env: Environment, dbs: Databases, path: String, maximumMapSize: Int) {
+        while true {
+            for r in batch { r.result = nil }
+            do {
+                try env.write { txn in
+                    guard let hb = try txn.get(dbs.meta, Keys.head) else {
+                        throw StoreError(.corrupt, path: path, "the store lacks its head record")
+                    }
+                    var writer = LogWriter(txn: txn, dbs: dbs, head: try Head(decoding: hb), path: path)
+                    let start = writer.head
+                    for request in batch {
+                        let saved = writer.head
+                        do {
+                            let value: any Sendable
+                            if batch.count == 1 {
+                                value = try request.body(&writer)
+                            } else {
+                                value = try txn.nested { child in
+                                    writer.txn = child
+                                    defer { writer.txn = txn }
+                                    return try request.body(&writer)
+                                }
+                            }
+                            request.result = .success(value)
+                        } catch let e as LMDBError where e.isMapFull {
+                            throw e
+                        } catch {
+                            writer.head = saved
+                            request.result = .failure(error)
+                            if batch.count == 1 { throw SingleRequestFailed() }
+                        }
+                    }
+                    if writer.head != start {
+                        try txn.put(dbs.meta, Keys.head, writer.head.encoded)
+                    }
+                }
+            } catch is SingleRequestFailed {
+                // The one request failed; its transaction was aborted and its error is recorded.
+            } catch let e as LMDBError where e.isMapFull {
+                if env.mapSize < maximumMapSize {
+                    do {
+                        try env.grow(minimum: nil)
+                        continue
+                    } catch {
+                        fail(batch, StoreError.from(error))
+                    }
+                } else {
+                    fail(batch, StoreError.from(e))
+                }
+            } catch let e as LMDBError {
+                fail(batch, StoreError.from(e))
+            } catch {
+                fail(batch, error)
+            }
+            break
+        }
+        for r in batch { r.finish() }
+    }
+
+    /// Fails every request: the transaction did not commit, so none of them took effect.
+    private static func fail(_ batch: [WriteRequest], _ error: any Error) {
+        for r in batch {
+            if case .failure = r.result { continue }
+            r.result = .failure(error)
+        }
+    }
+}
+
+private struct SingleRequestFailed: Error {}

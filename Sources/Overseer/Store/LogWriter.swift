@@ -1,0 +1,193 @@
+import Foundation
+
+/// The outcome of a compare-and-append. A conflict is a normal outcome, not an error.
+public enum AppendOutcome: Sendable, Hashable {
+    /// The fact is in the log.
+    case appended(Fact)
+    /// The job's tail was not at the expected revision; nothing was written.
+    case conflict(expected: UInt64, actual: UInt64)
+    /// A fact with the same id was already in the log (a retried append); nothing was written.
+    case duplicate(Fact)
+
+    /// The fact, when appended or already present.
+    public var fact: Fact? {
+        switch self {
+        case .appended(let f), .duplicate(let f): return f
+        case .conflict: return nil
+        }
+    }
+
+    public var isConflict: Bool {
+        if case .conflict = self { return true }
+        return false
+    }
+}
+
+/// A lease: who holds a job's claim and until when. Renewed by heartbeats without growing the
+/// log; only its expiry, judged by a compare-and-append `job.released`, becomes a fact.
+public struct Lease: Sendable, Hashable {
+    public var worker: String
+    /// The job revision of the claim this lease belongs to.
+    public var revision: UInt64
+    public var expires: Instant
+}
+
+/// Access to the log inside one write transaction, on the store's writer thread.
+///
+/// Everything done through one `LogWriter` is atomic: a request that throws leaves no trace,
+/// and does not disturb the other requests that share its transaction and fsync. It is valid only
+/// inside the closure that received it.
+public struct LogWriter {
+    var txn: Transaction
+    let dbs: Databases
+    var head: Head
+    let path: String
+
+    /// The position of the last fact.
+    public var lastPosition: UInt64 { head.position }
+
+    /// The instant the next fact will carry: now, or the last fact's time if the clock went back.
+    public var now: Instant { max(Instant.now(), head.time) }
+
+    var views: LMDBViews { LMDBViews(txn: txn, dbs: dbs) }
+
+    public func job(_ id: String) throws -> JobState? { try views.job(id) }
+    public func run(_ id: String) throws -> RunState? { try views.run(id) }
+    public func active(type: String) throws -> Int { try views.active(type) }
+
+    public func fact(at position: UInt64) throws -> Fact? {
+        guard let b = try txn.get(dbs.facts, Keys.position(position)) else { return nil }
+        return try Fact.decodeTrusted(b)
+    }
+
+    public func lease(of job: String) throws -> Lease? {
+        guard let b = try txn.get(dbs.leases, Array(job.utf8)) else { return nil }
+        var r = ByteReader(b)
+        return Lease(worker: try r.string(), revision: try r.u64(), expires: Instant(microseconds: try r.i64()))
+    }
+
+    public func setLease(_ lease: Lease, of job: String) throws {
+        var w = ByteWriter()
+        w.string(lease.worker)
+        w.u64(lease.revision)
+        w.i64(lease.expires.microseconds)
+        try txn.put(dbs.leases, Array(job.utf8), w.bytes)
+    }
+
+    public func removeLease(of job: String) throws {
+        try txn.delete(dbs.leases, Array(job.utf8))
+    }
+
+    /// Calls `body` with ready jobs in claim order (priority, then first ready) until it returns
+    /// false. `notBefore` is the retry-delay instant, if any.
+    public func forEachReady(_ body: (_ job: String, _ type: String, _ notBefore: Instant?) throws -> Bool) throws {
+        try txn.forEach(dbs.ready) { _, v in
+            let (type, nb, job) = try ReadyEntry.decodeValue(v)
+            return try body(job, type, nb == 0 ? nil : Instant(microseconds: nb))
+        }
+    }
+
+    /// Calls `body` for every lease, until it returns false.
+    public func forEachLease(_ body: (_ job: String, _ lease: Lease) throws -> Bool) throws {
+        try txn.forEach(dbs.leases) { k, v in
+            var r = ByteReader(v)
+            let lease = Lease(worker: try r.string(), revision: try r.u64(), expires: Instant(microseconds: try r.i64()))
+            return try body(String(decoding: k, as: UTF8.self), lease)
+        }
+    }
+
+    /// Appends one fact. For facts that advance a job's revision, `expecting` is the revision the
+    /// caller saw (0 for a job that does not exist yet), and the append happens only if the job's
+    /// tail is still there. For other facts pass nil.
+    public mutating func append(_ draft: FactDraft, expecting: UInt64?) throws -> AppendOutcome {
+        if let existing = try txn.get(dbs.factIDs, Array(draft.id.utf8)) {
+            let position = readBigEndian64(existing)
+            guard let fact = try fact(at: position) else {
+                throw StoreError(.corrupt, path: path, "fact id \(draft.id) points at missing position \(position)")
+            }
+            return .duplicate(fact)
+        }
+        var revision: UInt64? = nil
+        if draft.kind.advancesRevision {
+            guard let jobID = draft.job else {
+                throw StoreError(.invalid, path: path, "\(draft.kind) needs a job id")
+            }
+            let current = try views.job(jobID)?.revision ?? 0
+            guard let expecting else {
+                throw StoreError(.invalid, path: path, "\(draft.kind) of '\(jobID)' needs an expected revision")
+            }
+            if current != expecting { return .conflict(expected: expecting, actual: current) }
+            revision = current + 1
+        } else if expecting != nil {
+            throw StoreError(.invalid, path: path, "\(draft.kind) does not take an expected revision")
+        }
+        guard case .object = draft.data else {
+            throw StoreError(.invalid, path: path, "a fact's data must be a JSON object")
+        }
+        let position = head.position + 1
+        let time = now
+        let fact = Fact(position: position, time: time, draft: draft, revision: revision, prev: head.hash)
+        let line = fact.line
+        if line.count > LogStore.maximumFactSize {
+            throw StoreError(.invalid, path: path, "a \(draft.kind) fact of \(line.count) bytes exceeds the limit of \(LogStore.maximumFactSize) bytes; keep large payloads outside the log and record a reference")
+        }
+        var v = views
+        try Fold.apply(fact, to: &v)
+        let pkey = Keys.position(position)
+        try txn.put(dbs.facts, pkey, line, append: true)
+        try txn.put(dbs.factIDs, Array(draft.id.utf8), pkey, noOverwrite: true)
+        try txn.put(dbs.byTime, Keys.time(time, position), [], append: true)
+        if let job = draft.job { try txn.put(dbs.byJob, Keys.prefixed(job, position), []) }
+        if let run = draft.run { try txn.put(dbs.byRun, Keys.prefixed(run, position), []) }
+        head = Head(position: position, hash: fact.hash, time: time)
+        return .appended(fact)
+    }
+
+    /// Appends several facts atomically: all of them, or (on the first conflict) none.
+    public mutating func appendAll(_ items: [(FactDraft, expecting: UInt64?)]) throws -> AppendBatchOutcome {
+        let saved = head
+        do {
+            let parent = txn
+            return try parent.nested { child in
+                txn = child
+                defer { txn = parent }
+                var facts: [Fact] = []
+                facts.reserveCapacity(items.count)
+                for (index, (draft, expecting)) in items.enumerated() {
+                    let outcome = try append(draft, expecting: expecting)
+                    switch outcome {
+                    case .appended(let f): facts.append(f)
+                    case .duplicate(let f): facts.append(f)
+                    case .conflict(let e, let a):
+                        throw BatchConflict(index: index, expected: e, actual: a)
+                    }
+                }
+                return .appended(facts)
+            }
+        } catch let c as BatchConflict {
+            head = saved
+            return .conflict(index: c.index, expected: c.expected, actual: c.actual)
+        } catch {
+            head = saved
+            throw error
+        }
+    }
+}
+
+private struct BatchConflict: Error {
+    let index: Int
+    let expected: UInt64
+    let actual: UInt64
+}
+
+/// The outcome of an atomic multi-fact append.
+public enum AppendBatchOutcome: Sendable, Hashable {
+    case appended([Fact])
+    /// The item at `index` met a different revision; nothing was written.
+    case conflict(index: Int, expected: UInt64, actual: UInt64)
+
+    public var facts: [Fact]? {
+        if case .appended(let f) = self { return f }
+        return nil
+    }
+}

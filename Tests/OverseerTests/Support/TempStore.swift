@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+
+@testable import Overseer
+
+/// A fresh directory under the system temp dir, removed by `cleanup()`.
+struct TempDirectory {
+    let path: String
+
+    init(_ label: String = "overseer") {
+        let base = FileManager.default.temporaryDirectory.path
+        path = base + "/\(label)-\(UUID().uuidString.prefix(8))"
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Runs `body` with a store in its own temp directory; afterwards re-folds the whole log and
+/// checks that it equals the stored views (the consistency check after every test).
+func withStore<T>(
+    _ label: String = "store", options: StoreOptions = StoreOptions(),
+    _ body: (LogStore, String) async throws -> T
+) async throws -> T {
+    let dir = TempDirectory(label)
+    defer { dir.cleanup() }
+    let path = dir.path + "/db.lmdb"
+    let store = try LogStore(path: path, options: options)
+    let result = try await body(store, path)
+    let report = try store.verify()
+    #expect(report.ok, "verify after test: \(report)")
+    return result
+}
+
+/// Where the package's executables are built.
+func productsDirectory() -> URL {
+    let bundle = Bundle.main.bundleURL
+    if FileManager.default.fileExists(atPath: bundle.appendingPathComponent("overseer-probe").path) { return bundle }
+    // Fall back to the default build folder next to the sources.
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    return root.appendingPathComponent(".build/debug")
+}
+
+/// The seed's diamond: start → result1, result2 → finish.
+let seedDiamond: JobGraph = [
+    "start": [],
+    "result1": ["start"],
+    "result2": ["start"],
+    "finish": ["result1", "result2"],
+]
+
+extension LogStore {
+    /// Claims `job` for `worker` (test shorthand), expecting the current revision.
+    @discardableResult
+    func claim(_ job: String, worker: String = "w1", lease: Int64 = 60_000) async throws -> AppendOutcome {
+        let state = try #require(try self.job(job))
+        return try await append(
+            FactDraft(kind: .jobClaimed, run: state.run, job: job, author: Author(name: worker), attempt: state.attempt + 1, data: ["lease_ms": .int(lease)]),
+            expecting: state.revision)
+    }
+
+    /// Appends an outcome fact for the current attempt of `job`.
+    @discardableResult
+    func settle(_ job: String, _ kind: FactKind, reason: String? = nil, data: JSONValue = .object([:])) async throws -> AppendOutcome {
+        let state = try #require(try self.job(job))
+        return try await append(
+            FactDraft(kind: kind, run: state.run, job: job, author: Author(name: state.worker ?? "op"), attempt: state.attempt, reason: reason, data: data),
+            expecting: state.revision)
+    }
+}

@@ -1,0 +1,78 @@
+// A separate process for the multi-process tests: claim races and SIGKILL crash loops.
+// Usage:
+//   overseer-probe claim-race STORE RUN JOBS SECONDS THREADS
+//   overseer-probe append-loop STORE
+import Foundation
+import Overseer
+
+let args = CommandLine.arguments
+func usage() -> Never {
+    FileHandle.standardError.write(Data("usage: overseer-probe claim-race STORE RUN JOBS THREADS | append-loop STORE\n".utf8))
+    exit(2)
+}
+guard args.count >= 3 else { usage() }
+let store: LogStore
+do {
+    store = try LogStore(path: args[2])
+} catch {
+    FileHandle.standardError.write(Data("overseer-probe: \(error)\n".utf8))
+    exit(3)
+}
+let me = "probe-\(getpid())"
+
+switch args[1] {
+case "claim-race":
+    guard args.count == 6, let jobs = Int(args[4]), let threads = Int(args[5]) else { usage() }
+    let run = args[3]
+    let group = DispatchGroup()
+    let output = NSLock()
+    for t in 0..<threads {
+        group.enter()
+        Thread.detachNewThread {
+            defer { group.leave() }
+            let worker = "\(me)-t\(t)"
+            for j in (0..<jobs).shuffled() {
+                let id = "\(run)/j\(j)"
+                do {
+                    guard let state = try store.job(id), state.status == .unstarted else { continue }
+                    let draft = FactDraft(kind: .jobClaimed, run: run, job: id, author: Author(name: worker), attempt: state.attempt + 1, data: ["lease_ms": 60000])
+                    let outcome = try store.writeSync { w -> AppendOutcome in
+                        // Re-check inside the transaction: a claim is only legal from unstarted.
+                        guard let now = try w.job(id), now.status == .unstarted else {
+                            return .conflict(expected: state.revision, actual: 0)
+                        }
+                        return try w.append(draft, expecting: state.revision)
+                    }
+                    if case .appended = outcome {
+                        output.lock()
+                        print("won \(id) \(worker)")
+                        fflush(nil)
+                        output.unlock()
+                    }
+                } catch {
+                    FileHandle.standardError.write(Data("overseer-probe: \(error)\n".utf8))
+                    exit(1)
+                }
+            }
+        }
+    }
+    group.wait()
+case "append-loop":
+    var n = 0
+    while true {
+        n += 1
+        let draft = FactDraft(kind: .workerStarted, author: Author(name: me), data: ["n": .int(Int64(n))])
+        do {
+            let outcome = try store.writeSync { w in try w.append(draft, expecting: nil) }
+            if let f = outcome.fact {
+                print("ack \(f.position) \(f.id)")
+                fflush(nil)
+            }
+        } catch {
+            FileHandle.standardError.write(Data("overseer-probe: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+default:
+    usage()
+}

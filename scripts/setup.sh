@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the system packages Overseer needs, only when they are missing (Debian/Ubuntu).
+# Usage: scripts/setup.sh [--postgres] [--extras]
+set -euo pipefail
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for p in liblmdb-dev libssl-dev pkg-config; do have_pkg "$p" || need+=("$p"); done
+for arg in "$@"; do
+  case "$arg" in
+    --postgres) for p in libpq-dev postgresql; do have_pkg "$p" || need+=("$p"); done ;;
+    --extras) for p in graphviz lmdb-utils; do have_pkg "$p" || need+=("$p"); done ;;
+  esac
+done
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v swift >/dev/null 2>&1; then
+  echo "setup: the Swift toolchain (6.0 or later) is not on PATH; install it from swift.org" >&2
+  exit 1
+fi
