@@ -392,8 +392,9 @@ final class StoreCore: Sendable {
         let maxMap = options.maximumMapSize
         let storePath = path
         self.writer = WriterThread(name: "overseer-writer", maximumBatch: options.maximumBatch) { batch in
-            StoreCore.process(batch, env: env, dbs: dbs, path: storePath, maximumMapSize: maxMap)
-            commits.notify()
+            if StoreCore.process(batch, env: env, dbs: dbs, path: storePath, maximumMapSize: maxMap) {
+                commits.notify()
+            }
         }
     }
 
@@ -461,8 +462,10 @@ final class StoreCore: Sendable {
         }
     }
 
-    /// Runs one batch of requests in one write transaction (group commit).
-    static func process(_ batch: [WriteRequest], env: Environment, dbs: Databases, path: String, maximumMapSize: Int) {
+    /// Runs one batch of requests in one write transaction (group commit). Returns whether the
+    /// log grew.
+    static func process(_ batch: [WriteRequest], env: Environment, dbs: Databases, path: String, maximumMapSize: Int) -> Bool {
+        var grew = false
         while true {
             for r in batch { r.result = nil }
             do {
@@ -496,14 +499,18 @@ final class StoreCore: Sendable {
                     }
                     if writer.head != start {
                         try txn.put(dbs.meta, Keys.head, writer.head.encoded)
+                        grew = true
                     }
                 }
             } catch is SingleRequestFailed {
                 // The one request failed; its transaction was aborted and its error is recorded.
+                grew = false
             } catch let e as LMDBError where e.isMapFull {
+                grew = false
                 if env.mapSize < maximumMapSize {
                     do {
                         try env.grow(minimum: nil)
+                        grew = false
                         continue
                     } catch {
                         fail(batch, StoreError.from(error))
@@ -512,13 +519,16 @@ final class StoreCore: Sendable {
                     fail(batch, StoreError.from(e))
                 }
             } catch let e as LMDBError {
+                grew = false
                 fail(batch, StoreError.from(e))
             } catch {
+                grew = false
                 fail(batch, error)
             }
             break
         }
         for r in batch { r.finish() }
+        return grew
     }
 
     /// Fails every request: the transaction did not commit, so none of them took effect.
