@@ -2,15 +2,42 @@
 // Usage:
 //   overseer-probe claim-race STORE RUN JOBS SECONDS THREADS
 //   overseer-probe append-loop STORE
+//   overseer-probe open STORE [UID]   (opens, as UID when given, and verifies; prints the outcome)
 import Foundation
 import Overseer
 
 let args = CommandLine.arguments
 func usage() -> Never {
-    FileHandle.standardError.write(Data("usage: overseer-probe claim-race STORE RUN JOBS THREADS | append-loop STORE\n".utf8))
+    FileHandle.standardError.write(Data("usage: overseer-probe claim-race STORE RUN JOBS THREADS | append-loop STORE | open STORE [UID]\n".utf8))
     exit(2)
 }
 guard args.count >= 3 else { usage() }
+
+// `open` reports what opening (and verifying) a store does, as three lines:
+//   ok FACTS HEADHASH | error CODE   then the error's path, then its message.
+// A crash (a signal) shows up as the process's termination reason instead.
+if args[1] == "open" {
+    guard args.count == 3 || args.count == 4 else { usage() }
+    if args.count == 4 {
+        guard let uid = UInt32(args[3]) else { usage() }
+        // Drop root's privileges for good, so permission bits apply to this process.
+        guard setgroups(0, nil) == 0, setgid(uid) == 0, setuid(uid) == 0 else {
+            FileHandle.standardError.write(Data("overseer-probe: cannot become uid \(uid): \(String(cString: strerror(errno)))\n".utf8))
+            exit(3)
+        }
+    }
+    do {
+        let s = try LogStore(path: args[2])
+        let report = try s.verify()
+        print(report.ok ? "ok \(report.facts) \(report.headHash.hex)" : "violation \(report)")
+    } catch let e as StoreError {
+        print("error \(e.code.rawValue)\n\(e.path)\n\(e.message)")
+    } catch {
+        print("other \(type(of: error))\n\n\(error)")
+    }
+    fflush(nil)
+    exit(0)
+}
 let store: LogStore
 do {
     store = try LogStore(path: args[2])

@@ -88,20 +88,43 @@ extension LogStore {
         try ExportFile.forEachLine(path: path) { bytes, _ in
             facts.append(try Fact.decode(line: bytes))
         }
+        // Chunks keep each transaction's dirty pages bounded; if any chunk fails, the store (empty
+        // before) is emptied again, so a failed import leaves nothing behind.
         let chunk = 2048
         var index = 0
-        while index < facts.count {
-            let slice = Array(facts[index..<min(index + chunk, facts.count)])
-            try writeSync { writer in
-                for f in slice { try writer.appendVerbatim(f) }
+        do {
+            while index < facts.count {
+                let slice = Array(facts[index..<min(index + chunk, facts.count)])
+                try writeSync { writer in
+                    for f in slice { try writer.appendVerbatim(f) }
+                }
+                index += chunk
             }
-            index += chunk
+        } catch {
+            if index > 0 {
+                let written = UInt64(index)
+                try writeSync { writer in try writer.resetEmptyStore(expectingOnly: written) }
+            }
+            throw error
         }
         return facts.count
     }
 }
 
 extension LogWriter {
+    /// Returns a store to its freshly created state: used only to undo a failed import into an
+    /// empty store, never on a store with history of its own.
+    mutating func resetEmptyStore(expectingOnly imported: UInt64) throws {
+        guard head.position == imported else {
+            throw StoreError(.io, path: path, "the failed import cannot be undone: the store holds \(head.position) facts, not the \(imported) imported (another process wrote meanwhile)")
+        }
+        for db in [dbs.facts, dbs.jobs, dbs.runs, dbs.ready, dbs.active, dbs.byJob, dbs.byRun, dbs.byTime, dbs.factIDs, dbs.leases] {
+            try txn.clear(db)
+        }
+        head = Head.empty
+        try txn.put(dbs.meta, Keys.head, Head.empty.encoded)
+    }
+
     /// Appends a fact that already has its position, time and hashes (import, copy between
     /// stores). It must continue this log exactly.
     public mutating func appendVerbatim(_ fact: Fact) throws {
@@ -164,14 +187,18 @@ public enum ExportFile {
         }
     }
 
-    /// Verifies an export: every line's canonical form and hash, the chain, dense positions (or,
-    /// for a filtered export, consecutive stretches), times, and — for a whole-log export — a
-    /// re-fold of every fact through the state machine.
-    public static func verify(path: String) throws -> VerifyReport {
-        var checker = ChainChecker(allowGaps: true)
+    /// Verifies an export: every line's canonical form and hash, the chain, dense positions,
+    /// times, unique fact ids, and a re-fold of every fact through the state machine.
+    ///
+    /// A filtered export (`--run`, `--since`, `--until`) holds a subset of the log: verify it with
+    /// `partial: true`, which accepts gaps between positions and checks the chain only where
+    /// positions are consecutive (a dropped line then cannot be told from a filtered one).
+    public static func verify(path: String, partial: Bool = false) throws -> VerifyReport {
+        var checker = ChainChecker(allowGaps: partial)
         var views = MemoryViews()
         var foldBroken = false
         var emptyLines = 0
+        var ids: [String: UInt64] = [:]
         try forEachLine(path: path) { bytes, number in
             if bytes.isEmpty {
                 emptyLines += 1
@@ -181,6 +208,10 @@ public enum ExportFile {
             guard let fact = checker.check(bytes, line: number) else {
                 foldBroken = true
                 return
+            }
+            // Fact ids are unique in a real log (an append with a known id is a no-op).
+            if let first = ids.updateValue(fact.position, forKey: fact.id) {
+                checker.report.add(Violation(kind: .format, position: fact.position, line: number, message: "fact id '\(fact.id)' repeats the id of position \(first)"))
             }
             if !checker.report.partial && !foldBroken {
                 do {

@@ -5,6 +5,9 @@ import Foundation
 /// Integers that fit in `Int64` stay integers, so a value survives a round trip byte for byte.
 /// Objects are unordered; ``canonicalBytes`` writes their keys sorted, so two equal values
 /// always encode to the same bytes.
+///
+/// Strings compare and hash by their UTF-8 bytes (RFC 8259 §8.3), not by Swift's canonical
+/// equivalence: "é" precomposed and decomposed are different JSON values, as their bytes differ.
 public enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
@@ -117,6 +120,50 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
         var members: [String: JSONValue] = [:]
         for (key, value) in elements { members[key] = value }
         self = .object(members)
+    }
+}
+
+extension JSONValue {
+    public static func == (a: JSONValue, b: JSONValue) -> Bool {
+        switch (a, b) {
+        case (.null, .null): return true
+        case (.bool(let x), .bool(let y)): return x == y
+        case (.int(let x), .int(let y)): return x == y
+        case (.double(let x), .double(let y)): return x == y
+        case (.string(let x), .string(let y)): return x.utf8.elementsEqual(y.utf8)
+        case (.array(let x), .array(let y)): return x == y
+        case (.object(let x), .object(let y)):
+            guard x.count == y.count else { return false }
+            for (k, v) in x {
+                guard let i = y.index(forKey: k) else { return false }
+                let (yk, yv) = y[i]
+                guard yk.utf8.elementsEqual(k.utf8), yv == v else { return false }
+            }
+            return true
+        default: return false
+        }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        switch self {
+        case .null: hasher.combine(0)
+        case .bool(let b): hasher.combine(b)
+        case .int(let i): hasher.combine(i)
+        case .double(let d): hasher.combine(d)
+        case .string(let s): hasher.combine(s.utf8.count); for b in s.utf8 { hasher.combine(b) }
+        case .array(let a): hasher.combine(a)
+        case .object(let o):
+            hasher.combine(o.count)
+            // Order-independent: combine a sum of per-member hashes.
+            var sum = 0
+            for (k, v) in o {
+                var h = Hasher()
+                for b in k.utf8 { h.combine(b) }
+                h.combine(v)
+                sum = sum &+ h.finalize()
+            }
+            hasher.combine(sum)
+        }
     }
 }
 
@@ -302,9 +349,14 @@ struct JSONParser {
             index += 1
             skipWhitespace()
             let value = try parseValue()
-            if members.updateValue(value, forKey: key) != nil {
+            if let existing = members.index(forKey: key) {
+                let other = members[existing].key
+                if Array(other.utf8) != Array(key.utf8) {
+                    throw error("keys \"\(other)\" and \"\(key)\" differ only in Unicode normalization; use one form", at: keyOffset)
+                }
                 throw error("duplicate key \"\(key)\"", at: keyOffset)
             }
+            members[key] = value
             skipWhitespace()
             guard index < bytes.count else { throw error("unexpected end of input, expected ',' or '}'") }
             if bytes[index] == UInt8(ascii: ",") {

@@ -24,24 +24,35 @@ final class Environment: @unchecked Sendable {
     private(set) var mapSize: Int
     private var resizeLock = pthread_rwlock_t()
 
-    /// Opens (creating if needed) the environment at `path`, a directory.
-    init(path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int, noSync: Bool) throws(LMDBError) {
+    /// Opens (creating if needed) the environment in `directory`; `path` (the store's path as the
+    /// user gave it) is what error messages name.
+    init(directory: String, path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int, noSync: Bool) throws(LMDBError) {
         var handle: OpaquePointer?
         try check(mdb_env_create(&handle), "mdb_env_create", path: path)
         guard let handle else { throw LMDBError(code: ENOMEM, operation: "mdb_env_create", path: path) }
-        do {
+        do throws(LMDBError) {
             try check(mdb_env_set_maxdbs(handle, MDB_dbi(maxDatabases)), "mdb_env_set_maxdbs", path: path)
             try check(mdb_env_set_maxreaders(handle, UInt32(maxReaders)), "mdb_env_set_maxreaders", path: path)
             try check(mdb_env_set_mapsize(handle, mapSize), "mdb_env_set_mapsize", path: path)
             var flags = UInt32(MDB_NOTLS)
             if noSync { flags |= UInt32(MDB_NOSYNC) }
             // Mode 0600: the store is readable and writable by its owner only.
-            try check(mdb_env_open(handle, path, flags, 0o600), "open", path: path)
+            try check(mdb_env_open(handle, directory, flags, 0o600), "open", path: path)
             var dead: Int32 = 0
             // Clear reader slots left by processes that died while reading.
             try check(mdb_reader_check(handle, &dead), "mdb_reader_check", path: path)
             var info = MDB_envinfo()
             try check(mdb_env_info(handle, &info), "mdb_env_info", path: path)
+            // A data file shorter than its own meta page says would make reads past its end fault
+            // (SIGBUS on the memory map): refuse it as damaged instead.
+            var envStat = MDB_stat()
+            try check(mdb_env_stat(handle, &envStat), "mdb_env_stat", path: path)
+            if let size = fileSize(directory + "/data.mdb"), size > 0 {
+                let needed = (info.me_last_pgno + 1) * Int(envStat.ms_psize)
+                if size < needed {
+                    throw LMDBError(code: MDB_CORRUPTED, operation: "open (data.mdb holds \(size) bytes, its meta page needs \(needed): truncated)", path: path)
+                }
+            }
             self.mapSize = max(mapSize, info.me_mapsize)
         } catch {
             // A failed open must release the handle before throwing (see ENVIRONMENT.md §4).
@@ -79,6 +90,25 @@ final class Environment: @unchecked Sendable {
             }
             return try body(txn)
         }
+    }
+
+    /// Opens named databases in a read-only transaction and keeps their handles: lmdb.h says a
+    /// handle opened in a transaction "will be private to the current transaction until the
+    /// transaction is successfully committed. If the transaction is aborted the handle will be
+    /// closed automatically", so this one commits.
+    func openDatabases<T>(_ body: (Transaction) throws -> T) throws -> T {
+        pthread_rwlock_rdlock(&resizeLock)
+        defer { pthread_rwlock_unlock(&resizeLock) }
+        let txn = try begin(flags: UInt32(MDB_RDONLY))
+        let result: T
+        do {
+            result = try body(txn)
+        } catch {
+            mdb_txn_abort(txn.txn)
+            throw error
+        }
+        try check(mdb_txn_commit(txn.txn), "commit (open databases)", path: path)
+        return result
     }
 
     /// Runs `body` in a write transaction; a return commits (with fsync unless opened `noSync`),
@@ -161,4 +191,11 @@ final class Environment: @unchecked Sendable {
         try check(mdb_reader_check(env, &dead), "mdb_reader_check", path: path)
         return Int(dead)
     }
+}
+
+/// The size of a file in bytes, or nil when it cannot be examined.
+func fileSize(_ path: String) -> Int? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    return Int(st.st_size)
 }

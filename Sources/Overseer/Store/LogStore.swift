@@ -371,7 +371,7 @@ final class StoreCore: Sendable {
         let env: Environment
         do {
             env = try Environment(
-                path: directory, mapSize: options.initialMapSize, maxDatabases: Databases.names.count + 2,
+                directory: directory, path: path, mapSize: options.initialMapSize, maxDatabases: Databases.names.count + 2,
                 maxReaders: options.maximumReaders, noSync: options.durability == .unsafeNoSync)
         } catch {
             throw StoreError.from(error)
@@ -436,7 +436,7 @@ final class StoreCore: Sendable {
                 }
             }
         }
-        return try env.read { txn in
+        return try env.openDatabases { txn in
             try Databases { name in
                 guard let db = try env.openDatabase(name, in: txn, create: false) else {
                     throw StoreError(.corrupt, path: path, "the store lacks its '\(name)' database")

@@ -166,11 +166,16 @@ public final class Worker: Sendable {
                         }
                     }
                     // Wait for a commit here (a finished parent, a new run), a freed slot, or the poll.
-                    let poll = configuration.poll
-                    async let commit: Void = store.waitForAppend(after: (try? store.lastPosition()) ?? 0, timeout: poll)
-                    async let local: Void = wake.wait(timeout: poll)
-                    _ = try? await commit
-                    await local
+                    // Wait for whichever comes first: a commit in this process (a finished parent, a
+                    // new run), a freed slot, or the poll interval (commits by other processes).
+                    let (poll, store, wake) = (configuration.poll, self.store, self.wake)
+                    let seen = (try? store.lastPosition()) ?? 0
+                    await withTaskGroup(of: Void.self) { waits in
+                        waits.addTask { try? await store.waitForAppend(after: seen, timeout: poll) }
+                        waits.addTask { await wake.wait(timeout: poll) }
+                        await waits.next()
+                        waits.cancelAll()
+                    }
                 }
             }
             // Stopping: running jobs get the grace period, then are cancelled and released.

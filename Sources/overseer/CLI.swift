@@ -1,0 +1,178 @@
+import Foundation
+import Overseer
+
+enum CLI {
+    static let version = "0.1.0"
+
+    static let commands: [CommandSpec] = [
+        DemoCommand.spec, RunCommand.spec, SubmitCommand.spec, WorkerCommand.spec, StatusCommand.spec,
+        HistoryCommand.spec, ReplayCommand.spec, ExportCommand.spec, VerifyCommand.spec, RetryCommand.spec,
+        AbortCommand.spec, GraphCommand.spec,
+    ]
+
+    static var overview: String {
+        var lines = [
+            "overseer \(version) — durable DAG pipelines on an append-only log",
+            "",
+            "Usage: overseer COMMAND [ARGS] [OPTIONS]",
+            "",
+            "Commands:",
+        ]
+        let width = commands.map(\.name.count).max() ?? 0
+        for c in commands {
+            lines.append("  \(c.name)\(String(repeating: " ", count: width - c.name.count + 2))\(c.summary)")
+        }
+        lines += [
+            "",
+            "The store is --db PATH, else $OVERSEER_DB, else ./overseer.lmdb.",
+            "Times are RFC 3339 (2026-12-03T14:05:00.25Z, or with an offset); @N means log position N.",
+            "Run 'overseer COMMAND --help' for a command's options.",
+            "",
+            "Exit codes: 0 success; 1 the run ended unsuccessfully or verification failed;",
+            "2 usage error or invalid input; 3 the store cannot be opened or is damaged.",
+        ]
+        return lines.joined(separator: "\n")
+    }
+
+    static func main(_ args: [String]) async -> Int32 {
+        guard let first = args.first else {
+            Console.error(overview)
+            return 2
+        }
+        if first == "--help" || first == "-h" || first == "help" {
+            if args.count > 1, let c = commands.first(where: { $0.name == args[1] }) {
+                Console.out(c.help)
+            } else {
+                Console.out(overview)
+            }
+            return 0
+        }
+        if first == "--version" {
+            Console.out("overseer \(version)")
+            return 0
+        }
+        guard let command = commands.first(where: { $0.name == first }) else {
+            let hint = ArgumentParser.closest(first, in: commands.map(\.name)).map { " (did you mean '\($0)'?)" } ?? ""
+            Console.error("overseer: unknown command '\(first)'\(hint). Run 'overseer --help' for the list.")
+            return 2
+        }
+        do {
+            let parsed = try ArgumentParser.parse(Array(args.dropFirst()), spec: command)
+            if parsed.flag("help") {
+                Console.out(command.help)
+                return 0
+            }
+            return try await command.run(parsed)
+        } catch {
+            return report(error, command: command)
+        }
+    }
+
+    /// Prints an error for the user (never a stack trace) and returns its exit code.
+    static func report(_ error: any Error, command: CommandSpec) -> Int32 {
+        switch error {
+        case let e as UsageError:
+            Console.error("overseer \(command.name): \(e.message)\nUsage: \(command.usage)  (see 'overseer \(command.name) --help')")
+            return 2
+        case let e as InputError:
+            Console.error("overseer \(command.name): \(e.message)")
+            return 2
+        case is Unsuccessful:
+            return 1
+        case let e as StoreError:
+            switch e.code {
+            case .invalid:
+                Console.error("overseer \(command.name): \(Redact.text(e.description))")
+                return 2
+            default:
+                Console.error("overseer \(command.name): store \(Redact.text(e.description))")
+                return 3
+            }
+        case let e as PipelineError:
+            Console.error("overseer \(command.name): \(e.description)")
+            return 2
+        case let e as GraphError:
+            Console.error("overseer \(command.name): \(e.description)")
+            return 2
+        case let e as SubmitError:
+            Console.error("overseer \(command.name): \(e.description)")
+            return 2
+        case let e as ExportError:
+            Console.error("overseer \(command.name): \(e.description)")
+            return 2
+        case let e as FoldError:
+            Console.error("overseer \(command.name): refused: \(e.description)")
+            return 2
+        default:
+            Console.error("overseer \(command.name): \(Redact.text(String(describing: error)))")
+            return 3
+        }
+    }
+}
+
+/// Where the store is: --db, else $OVERSEER_DB, else ./overseer.lmdb.
+enum StoreLocation {
+    static func path(_ parsed: ParsedArguments) throws -> String {
+        let location = parsed.value("db") ?? ProcessInfo.processInfo.environment["OVERSEER_DB"] ?? "./overseer.lmdb"
+        if location.hasPrefix("postgres://") || location.hasPrefix("postgresql://") {
+            throw InputError(message: "\(Redact.url(location)): PostgreSQL stores are not available in this build yet; use an LMDB path")
+        }
+        if location.isEmpty { throw InputError(message: "--db is empty") }
+        return location
+    }
+
+    /// Opens the store; `create` is false for commands that only read.
+    static func open(_ parsed: ParsedArguments, create: Bool) throws -> LogStore {
+        let path = try path(parsed)
+        var options = StoreOptions()
+        options.createIfMissing = create
+        return try LogStore(path: path, options: options)
+    }
+
+    static let option = OptionSpec(name: "db", value: "PATH", help: "The store (default $OVERSEER_DB, else ./overseer.lmdb).")
+}
+
+/// Keeps passwords out of anything printed.
+enum Redact {
+    /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+    static func url(_ s: String) -> String {
+        guard let scheme = s.range(of: "://"), let at = s[scheme.upperBound...].firstIndex(of: "@") else { return s }
+        let userinfo = s[scheme.upperBound..<at]
+        guard let colon = userinfo.firstIndex(of: ":") else { return s }
+        return String(s[..<s.index(after: colon)]) + "***" + String(s[at...])
+    }
+
+    static func text(_ s: String) -> String {
+        var out = s
+        for scheme in ["postgres://", "postgresql://"] {
+            var search = out.startIndex
+            while let r = out.range(of: scheme, range: search..<out.endIndex) {
+                let end = out[r.lowerBound...].firstIndex(where: { $0 == " " || $0 == "'" || $0 == "\"" }) ?? out.endIndex
+                let redacted = url(String(out[r.lowerBound..<end]))
+                out.replaceSubrange(r.lowerBound..<end, with: redacted)
+                search = out.index(r.lowerBound, offsetBy: redacted.count, limitedBy: out.endIndex) ?? out.endIndex
+            }
+        }
+        return out
+    }
+}
+
+/// Output with explicit flushing, so nothing is lost when stdout is a pipe.
+enum Console {
+    static func out(_ s: String) {
+        FileHandle.standardOutput.write(Data((s + "\n").utf8))
+    }
+
+    static func write(_ s: String) {
+        FileHandle.standardOutput.write(Data(s.utf8))
+    }
+
+    static func error(_ s: String) {
+        FileHandle.standardError.write(Data((s + "\n").utf8))
+    }
+
+    static func flush() { fflush(nil) }
+
+    static var isTerminal: Bool { isatty(STDOUT_FILENO) == 1 }
+    static var useColor: Bool { isTerminal && ProcessInfo.processInfo.environment["NO_COLOR"] == nil }
+}
