@@ -1,6 +1,7 @@
 // A separate process for the multi-process tests: claim races and SIGKILL crash loops.
 // Usage:
-//   overseer-probe claim-race STORE RUN JOBS SECONDS THREADS
+//   overseer-probe claim-race STORE RUN JOBS THREADS [GO_FILE]
+//     (with GO_FILE: prints "ready" once the store is open, then waits for GO_FILE to exist)
 //   overseer-probe append-loop STORE
 //   overseer-probe open STORE [UID]   (opens, as UID when given, and verifies; prints the outcome)
 import Foundation
@@ -8,7 +9,7 @@ import Overseer
 
 let args = CommandLine.arguments
 func usage() -> Never {
-    FileHandle.standardError.write(Data("usage: overseer-probe claim-race STORE RUN JOBS THREADS | append-loop STORE | open STORE [UID]\n".utf8))
+    FileHandle.standardError.write(Data("usage: overseer-probe claim-race STORE RUN JOBS THREADS [GO_FILE] | append-loop STORE | open STORE [UID]\n".utf8))
     exit(2)
 }
 guard args.count >= 3 else { usage() }
@@ -49,8 +50,14 @@ let me = "probe-\(getpid())"
 
 switch args[1] {
 case "claim-race":
-    guard args.count == 6, let jobs = Int(args[4]), let threads = Int(args[5]) else { usage() }
+    guard args.count == 6 || args.count == 7, let jobs = Int(args[4]), let threads = Int(args[5]) else { usage() }
     let run = args[3]
+    if args.count == 7 {
+        // A start line, so that every process races from the same moment.
+        print("ready")
+        fflush(nil)
+        while !FileManager.default.fileExists(atPath: args[6]) { usleep(1000) }
+    }
     let group = DispatchGroup()
     let output = NSLock()
     for t in 0..<threads {

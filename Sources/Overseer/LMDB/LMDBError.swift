@@ -7,9 +7,12 @@ struct LMDBError: Error, Sendable, CustomStringConvertible {
     let operation: String
     let path: String
 
-    var description: String {
+    var description: String { "\(path): \(message)" }
+
+    /// The message without the path.
+    var message: String {
         let text = String(cString: mdb_strerror(code))
-        return "\(path): \(operation) failed: \(text) (\(code))"
+        return "\(operation) failed: \(text) (\(code))"
     }
 
     var isMapFull: Bool { code == MDB_MAP_FULL }

@@ -50,9 +50,9 @@ extension StoreError {
             return StoreError(.full, path: error.path, "the store reached its maximum map size; nothing was written. Raise StoreOptions.maximumMapSize.")
         }
         if error.code == MDB_CORRUPTED || error.code == MDB_PAGE_NOTFOUND {
-            return StoreError(.corrupt, path: error.path, "the data file is damaged (\(error.description))")
+            return StoreError(.corrupt, path: error.path, "the data file is damaged (\(error.message))")
         }
-        return StoreError(.io, path: error.path, error.description)
+        return StoreError(.io, path: error.path, error.message)
     }
 }
 

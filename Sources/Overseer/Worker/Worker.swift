@@ -307,8 +307,14 @@ public final class Worker: Sendable {
     /// expired leases of any worker (every worker is also a monitor).
     private func heartbeatLoop() async {
         let interval = configuration.heartbeatInterval
+        var beats = 0
         while !Task.isCancelled {
             do { try await Task.sleep(for: interval) } catch { return }
+            beats += 1
+            if beats % 20 == 0 {
+                // Reader slots of processes that died mid-read would otherwise stay taken.
+                do { try store.clearStaleReaders() } catch { emit(.storeError("clearing stale readers: \(error)")) }
+            }
             let claims = state.withLock { s in s.running.values.map(\.claim) }
             let (name, author, lease) = (self.name, self.author, configuration.leaseMilliseconds)
             do {

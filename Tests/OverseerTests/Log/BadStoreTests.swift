@@ -14,7 +14,7 @@ func directoryListing(_ dir: String) -> [String: String] {
     var out: [String: String] = [:]
     for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
         var isDir: ObjCBool = false
-        FileManager.default.fileExists(atPath: dir + "/" + name, isDirectory: &isDir)
+        _ = FileManager.default.fileExists(atPath: dir + "/" + name, isDirectory: &isDir)
         out[name] = isDir.boolValue ? "dir" : (sha256OfFile(dir + "/" + name) ?? "unreadable")
     }
     return out
@@ -72,7 +72,7 @@ func probeOpenStore(_ path: String, uid: UInt32? = nil) throws -> (lines: [Strin
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
         var rng = SplitMixRNG(seed: 99)
         let bytes = (0..<65536).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        FileManager.default.createFile(atPath: path + "/data.mdb", contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path + "/data.mdb", contents: Data(bytes))
         let before = sha256OfFile(path + "/data.mdb")
         let e = try #require(storeOpenError(path))
         #expect(e.code == .corrupt)
@@ -88,7 +88,7 @@ func probeOpenStore(_ path: String, uid: UInt32? = nil) throws -> (lines: [Strin
         defer { dir.cleanup() }
         try FileManager.default.createDirectory(atPath: dir.path + "/real/db.lmdb", withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: dir.path + "/link", withDestinationPath: dir.path + "/real")
-        FileManager.default.createFile(atPath: dir.path + "/real/db.lmdb/data.mdb", contents: Data(repeating: 0xAB, count: 65536))
+        _ = FileManager.default.createFile(atPath: dir.path + "/real/db.lmdb/data.mdb", contents: Data(repeating: 0xAB, count: 65536))
         for path in [dir.path + "/link/db.lmdb", dir.path + "/real/db.lmdb/"] {
             let e = try #require(storeOpenError(path))
             #expect(e.code == .corrupt)
@@ -144,7 +144,7 @@ func probeOpenStore(_ path: String, uid: UInt32? = nil) throws -> (lines: [Strin
         let dir = TempDirectory("bad")
         defer { dir.cleanup() }
         let path = dir.path + "/notes.txt"
-        FileManager.default.createFile(atPath: path, contents: Data("hello\n".utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data("hello\n".utf8))
         let e = try #require(storeOpenError(path))
         #expect(e.code == .notAStore)
         #expect(e.path == path)
@@ -157,8 +157,8 @@ func probeOpenStore(_ path: String, uid: UInt32? = nil) throws -> (lines: [Strin
         let dir = TempDirectory("bad")
         defer { dir.cleanup() }
         try FileManager.default.createDirectory(atPath: dir.path + "/photos", withIntermediateDirectories: false)
-        FileManager.default.createFile(atPath: dir.path + "/a.jpg", contents: Data([1, 2, 3]))
-        FileManager.default.createFile(atPath: dir.path + "/README", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: dir.path + "/a.jpg", contents: Data([1, 2, 3]))
+        _ = FileManager.default.createFile(atPath: dir.path + "/README", contents: Data("x".utf8))
         let before = directoryListing(dir.path)
         let e = try #require(storeOpenError(dir.path))
         #expect(e.code == .notAStore)
@@ -307,7 +307,7 @@ struct TamperFixture {
             if i < lines.count - 1 || newlineAtEnd { bytes.append(0x0A) }
         }
         let path = dir.path + "/" + name
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         return path
     }
 }

@@ -119,7 +119,7 @@ func jsonParseError(_ bytes: [UInt8]) -> JSONError? {
         #expect(JSONValue.double(100).canonicalString == "100.0")
         #expect(JSONValue.double(.nan).canonicalString == "null")
         #expect(JSONValue.double(.infinity).canonicalString == "null")
-        for d in [0.1, -2.5e-300, 1e21, 123456.789, 5e-324, Double.greatestFiniteMagnitude] {
+        for d in [0.1, -2.5e-300, 1e21, 123456.789, Double.leastNonzeroMagnitude, Double.greatestFiniteMagnitude] {
             let text = JSONValue.double(d).canonicalString
             #expect(try JSONValue.parse(text) == .double(d), "\(d) written as \(text)")
         }

@@ -99,7 +99,14 @@ final class ProbeProcess: @unchecked Sendable {
             #expect(try store.readyJobs().count == 200)
 
             let results = try await runOffPool { () -> [(lines: [String], stderr: String, reason: Process.TerminationReason, status: Int32)] in
-                let probes = try (0..<4).map { _ in try ProbeProcess(["claim-race", path, "race", "200", "4"]) }
+                let go = path + ".go"
+                let probes = try (0..<4).map { _ in try ProbeProcess(["claim-race", path, "race", "200", "4", go]) }
+                // Start the race only when all four have opened the store.
+                for p in probes where !p.waitForLines(1, timeout: 60) {
+                    Issue.record("a probe did not get ready: \(p.stderrText)")
+                }
+                _ = FileManager.default.createFile(atPath: go, contents: Data())
+                defer { try? FileManager.default.removeItem(atPath: go) }
                 return probes.map { p in
                     let (reason, status) = p.waitForExit()
                     return (p.lines, p.stderrText, reason, status)
@@ -111,7 +118,7 @@ final class ProbeProcess: @unchecked Sendable {
                     Issue.record("a probe ended with \(r.reason) \(r.status): \(r.stderr.split(separator: "\n").first ?? "")")
                     return
                 }
-                for line in r.lines {
+                for line in r.lines where line != "ready" {
                     let parts = line.split(separator: " ").map(String.init)
                     guard parts.count == 3, parts[0] == "won" else {
                         Issue.record("unexpected probe output: \(line)")

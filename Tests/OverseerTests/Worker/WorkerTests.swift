@@ -205,8 +205,10 @@ func fastConfig(_ name: String = "w1", concurrency: Int = 4) -> WorkerConfigurat
             c1.untilIdle = true
             var c2 = fastConfig("w2", concurrency: 6)
             c2.untilIdle = true
-            async let a: Void = Worker(store: store, handlers: handlers, configuration: c1).run()
-            async let b: Void = Worker(store: store, handlers: handlers, configuration: c2).run()
+            let w1 = Worker(store: store, handlers: handlers, configuration: c1)
+            let w2 = Worker(store: store, handlers: handlers, configuration: c2)
+            async let a: Void = w1.run()
+            async let b: Void = w2.run()
             _ = try await (a, b)
             #expect(gauge.peak <= 2)
             #expect(gauge.peak >= 1)
