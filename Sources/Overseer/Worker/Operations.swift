@@ -17,6 +17,9 @@ public struct Claim: Sendable, Hashable {
     /// Options recorded on the job at submission.
     public let options: JSONValue
     public let lease: Lease
+    /// The `job.claimed` fact's position and id (for audit and acknowledgement journals).
+    public let claimPosition: UInt64
+    public let claimFactID: String
 }
 
 /// How an attempt ended, as the worker saw it.
@@ -78,12 +81,12 @@ extension LogWriter {
             guard case .appended(let fact) = try append(draft, expecting: state.revision) else { continue }
             let lease = Lease(worker: workerName, revision: fact.revision!, expires: fact.time.adding(milliseconds: leaseMilliseconds))
             try setLease(lease, of: jobID)
-            claims.append(try makeClaim(jobID, revision: fact.revision!, lease: lease))
+            claims.append(try makeClaim(jobID, revision: fact.revision!, lease: lease, fact: fact))
         }
         return claims
     }
 
-    func makeClaim(_ jobID: String, revision: UInt64, lease: Lease) throws -> Claim {
+    func makeClaim(_ jobID: String, revision: UInt64, lease: Lease, fact claimFact: Fact) throws -> Claim {
         guard let state = try job(jobID), let run = try run(state.run) else {
             throw StoreError(.corrupt, path: path, "claimed job '\(jobID)' or its run is missing")
         }
@@ -95,7 +98,7 @@ extension LogWriter {
         return Claim(
             job: jobID, run: state.run, type: state.type, revision: revision, attempt: state.attempt,
             attemptsInBudget: state.attemptsInBudget, args: args, parentResults: parentResults, options: state.options,
-            lease: lease)
+            lease: lease, claimPosition: claimFact.position, claimFactID: claimFact.id)
     }
 
     /// Records an attempt's outcome with a compare-and-append on the claim's revision. A claim
