@@ -61,7 +61,7 @@ enum Format {
         let blockers = snapshot.blockers(of: job.id)
         if !blockers.isEmpty {
             let names = blockers.map { id -> String in
-                let b = snapshot.jobs.first { $0.id == id }
+                let b = snapshot.job(id: id)
                 return "\(b?.type ?? id) (\(b?.status.rawValue ?? "?"))"
             }
             return "blocked by " + names.joined(separator: ", ")

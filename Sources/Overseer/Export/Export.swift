@@ -118,7 +118,7 @@ extension LogWriter {
         guard head.position == imported else {
             throw StoreError(.io, path: path, "the failed import cannot be undone: the store holds \(head.position) facts, not the \(imported) imported (another process wrote meanwhile)")
         }
-        for db in [dbs.facts, dbs.jobs, dbs.runs, dbs.ready, dbs.active, dbs.byJob, dbs.byRun, dbs.byTime, dbs.factIDs, dbs.leases] {
+        for db in [dbs.facts, dbs.jobs, dbs.runs, dbs.ready, dbs.active, dbs.byJob, dbs.byRun, dbs.byTime, dbs.factIDs, dbs.leases, dbs.waiting, dbs.runArgs] {
             try txn.clear(db)
         }
         head = Head.empty
@@ -139,12 +139,8 @@ extension LogWriter {
         }
         var v = views
         try Fold.apply(fact, to: &v)
-        let pkey = Keys.position(fact.position)
-        try txn.put(dbs.facts, pkey, fact.line, append: true)
-        try txn.put(dbs.factIDs, Array(fact.id.utf8), pkey, noOverwrite: true)
-        try txn.put(dbs.byTime, Keys.time(fact.time, fact.position), [], append: true)
-        if let job = fact.job { try txn.put(dbs.byJob, Keys.prefixed(job, fact.position), []) }
-        if let run = fact.run { try txn.put(dbs.byRun, Keys.prefixed(run, fact.position), []) }
+        try txn.put(dbs.facts, Keys.position(fact.position), fact.line, append: true)
+        try writeIndexes(of: fact)
         head = Head(position: fact.position, hash: fact.hash, time: fact.time)
     }
 }

@@ -160,8 +160,9 @@ extension LogStore {
                 lastOfRun[run.position, default: []].append(run.id)
                 return true
             }
-            var expected = (byJob: KeySetDigest(), byRun: KeySetDigest(), byTime: KeySetDigest(), ids: KeySetDigest())
+            var expected = (byJob: KeySetDigest(), byRun: KeySetDigest(), byTime: KeySetDigest(), ids: KeySetDigest(), args: KeySetDigest())
             var expectedReady = 0
+            var expectedWaiting = 0
             var foldBroken = false
             var last: UInt64 = 0
             try txn.forEach(dbs.facts) { k, v in
@@ -177,7 +178,12 @@ extension LogStore {
                 expected.byTime.add(Keys.time(fact.time, fact.position))
                 expected.ids.add(Array(fact.id.utf8))
                 if let j = fact.job { expected.byJob.add(Keys.prefixed(j, fact.position)) }
-                if let r = fact.run { expected.byRun.add(Keys.prefixed(r, fact.position)) }
+                if let r = fact.run {
+                    expected.byRun.add(Keys.prefixed(r, fact.position))
+                    if fact.kind == .runCreated {
+                        expected.args.add(Array(r.utf8) + [0] + (fact.data["args"] ?? .object([:])).canonicalBytes)
+                    }
+                }
                 if !foldBroken {
                     do {
                         try memory.apply(fact)
@@ -188,7 +194,7 @@ extension LogStore {
                 }
                 if !foldBroken, let done = lastOfRun.removeValue(forKey: fact.position) {
                     for runID in done {
-                        expectedReady += try compareRun(runID, memory: &memory, views: views, txn: txn, report: &checker.report)
+                        expectedReady += try compareRun(runID, memory: &memory, views: views, txn: txn, report: &checker.report, expectedWaiting: &expectedWaiting)
                     }
                 }
                 return checker.report.violations.count < 100
@@ -208,6 +214,10 @@ extension LogStore {
                 if storedJobs != report.jobs {
                     report.add(Violation(kind: .view, position: nil, line: nil, message: "the jobs view holds \(storedJobs) jobs, the facts make \(report.jobs)"))
                 }
+                let storedWaiting = try txn.count(dbs.waiting)
+                if storedWaiting != expectedWaiting {
+                    report.add(Violation(kind: .view, position: nil, line: nil, message: "the waiting view holds \(storedWaiting) entries, the facts make \(expectedWaiting)"))
+                }
                 let storedReady = try txn.count(dbs.ready)
                 if storedReady != expectedReady {
                     report.add(Violation(kind: .view, position: nil, line: nil, message: "the ready set holds \(storedReady) entries, the facts make \(expectedReady)"))
@@ -221,16 +231,16 @@ extension LogStore {
                     report.add(Violation(kind: .view, position: nil, line: nil, message: "live claims by type: stored \(storedActive.sorted { $0.key < $1.key }), folded \(memory.activeByType.sorted { $0.key < $1.key })"))
                 }
             }
-            func actual(_ db: Database) throws -> KeySetDigest {
+            func actual(_ db: Database, withValues: Bool) throws -> KeySetDigest {
                 var d = KeySetDigest()
-                try txn.forEach(db) { k, _ in
-                    d.add(UnsafeRawBufferPointer(k))
+                try txn.forEach(db) { k, v in
+                    d.add(withValues ? Array(k) + [0] + Array(v) : Array(k))
                     return true
                 }
                 return d
             }
-            for (name, db, want) in [("by_job", dbs.byJob, expected.byJob), ("by_run", dbs.byRun, expected.byRun), ("by_time", dbs.byTime, expected.byTime), ("fact_ids", dbs.factIDs, expected.ids)] {
-                let got = try actual(db)
+            for (name, db, want, withValues) in [("by_job", dbs.byJob, expected.byJob, false), ("by_run", dbs.byRun, expected.byRun, false), ("by_time", dbs.byTime, expected.byTime, false), ("fact_ids", dbs.factIDs, expected.ids, false), ("run_args", dbs.runArgs, expected.args, true)] {
+                let got = try actual(db, withValues: withValues)
                 if got != want {
                     report.add(Violation(kind: .index, position: nil, line: nil, message: "index \(name) holds \(got.count) entries that do not match the \(want.count) the facts imply"))
                 }
@@ -245,7 +255,7 @@ extension LogStore {
 
     /// Compares one run's folded state with the stored views, then drops it from memory. Returns
     /// the number of ready entries the run should have.
-    private func compareRun(_ id: String, memory: inout MemoryViews, views: LMDBViews, txn: Transaction, report: inout VerifyReport) throws -> Int {
+    private func compareRun(_ id: String, memory: inout MemoryViews, views: LMDBViews, txn: Transaction, report: inout VerifyReport, expectedWaiting: inout Int) throws -> Int {
         guard let folded = memory.runs.removeValue(forKey: id) else {
             report.add(Violation(kind: .view, position: nil, line: nil, message: "run '\(id)' is in the runs view but no fact creates it"))
             return 0
@@ -268,6 +278,12 @@ extension LogStore {
             } else {
                 report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)' is missing from the jobs view"))
             }
+            let storedWaiting = try views.unfinishedParents(jobID)
+            let foldedWaiting = memory.waiting.removeValue(forKey: jobID) ?? 0
+            if storedWaiting != foldedWaiting {
+                report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)': \(storedWaiting) unfinished parents stored, the fold counts \(foldedWaiting)"))
+            }
+            if foldedWaiting > 0 { expectedWaiting += 1 }
             if let since = job.readySince {
                 ready += 1
                 let entry = ReadyEntry(priority: job.priority, since: since, job: job.id, type: job.type, notBefore: job.notBefore)

@@ -11,6 +11,10 @@ protocol FoldTarget {
     /// Live claims of a job type, across all runs.
     mutating func active(_ type: String) throws -> Int
     mutating func setActive(_ type: String, _ count: Int) throws
+    /// Parents of a job that have not finished yet (kept apart from the job's record, so a job
+    /// waiting for many parents is not rewritten each time one of them finishes).
+    mutating func unfinishedParents(_ job: String) throws -> Int
+    mutating func setUnfinishedParents(_ job: String, _ count: Int) throws
 }
 
 /// A fact that cannot follow the facts before it (a broken transition). The store refuses to
@@ -77,10 +81,9 @@ enum Fold {
         switch fact.kind {
         case .jobClaimed:
             guard job.status == .unstarted else { throw fail("claim of '\(jobID)' while \(job.status)") }
-            for parent in job.parents {
-                guard let p = try views.job(parent), p.status == .finished else {
-                    throw fail("claim of '\(jobID)' before its parent '\(parent)' finished")
-                }
+            if try views.unfinishedParents(jobID) > 0 {
+                let waiting = try job.parents.first { try views.job($0)?.status != .finished } ?? "?"
+                throw fail("claim of '\(jobID)' before its parent '\(waiting)' finished")
             }
             guard let attempt = fact.attempt, attempt == job.attempt + 1 else {
                 throw fail("claim of '\(jobID)' with attempt \(fact.attempt.map(String.init) ?? "none"), expected \(job.attempt + 1)")
@@ -149,6 +152,10 @@ enum Fold {
         // A finished parent may make its children ready.
         if job.status == .finished {
             for childID in job.children {
+                let waiting = try views.unfinishedParents(childID) - 1
+                guard waiting >= 0 else { throw fail("child '\(childID)' of '\(jobID)' counts no unfinished parent") }
+                try views.setUnfinishedParents(childID, waiting)
+                guard waiting == 0 else { continue }
                 guard var child = try views.job(childID) else { throw fail("child '\(childID)' of '\(jobID)' is missing") }
                 if try refreshReadiness(&child, run: &run, at: fact.position, in: &views) {
                     try views.putJob(child)
@@ -171,13 +178,17 @@ enum Fold {
             guard let id = p.stringValue else { throw fail("job '\(jobID)' has a parent that is not a string") }
             parents.append(id)
         }
+        var unfinished = 0
         for parentID in parents {
             guard var parent = try views.job(parentID), parent.run == runID else {
                 throw fail("job '\(jobID)' depends on '\(parentID)', which is not an earlier job of run '\(runID)'")
             }
+            if parent.status != .finished { unfinished += 1 }
             parent.children.append(jobID)
             try views.putJob(parent)
         }
+        if Set(parents).count != parents.count { throw fail("job '\(jobID)' lists a parent twice") }
+        try views.setUnfinishedParents(jobID, unfinished)
         var job = JobState(
             id: jobID, run: runID, type: type, parents: parents, children: [],
             priority: Int(fact.data["priority"]?.intValue ?? 0), status: .unstarted, revision: 1, attempt: 0,
@@ -197,16 +208,7 @@ enum Fold {
     /// whether the job changed.
     @discardableResult
     private static func refreshReadiness<T: FoldTarget>(_ job: inout JobState, run: inout RunState, at position: UInt64, in views: inout T) throws -> Bool {
-        var ready = job.status == .unstarted
-        if ready {
-            for parentID in job.parents {
-                guard let parent = try views.job(parentID) else { throw FoldError(position: position, message: "parent '\(parentID)' of '\(job.id)' is missing") }
-                if parent.status != .finished {
-                    ready = false
-                    break
-                }
-            }
-        }
+        let ready = try job.status == .unstarted && views.unfinishedParents(job.id) == 0
         var changed = false
         if let since = job.readySince, !ready {
             try views.removeReady(ReadyEntry(priority: job.priority, since: since, job: job.id, type: job.type, notBefore: nil))

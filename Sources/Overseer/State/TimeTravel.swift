@@ -32,21 +32,43 @@ public struct RunSnapshot: Sendable, Hashable {
     public let run: RunState
     /// In creation order (parents before children).
     public let jobs: [JobState]
+    private let index: [String: Int]
 
-    public func job(type: String) -> JobState? { jobs.first { $0.type == type } }
+    public init(position: UInt64, run: RunState, jobs: [JobState]) {
+        self.position = position
+        self.run = run
+        self.jobs = jobs
+        var index: [String: Int] = [:]
+        index.reserveCapacity(jobs.count)
+        for (i, j) in jobs.enumerated() { index[j.id] = i }
+        self.index = index
+    }
+
+    public static func == (a: RunSnapshot, b: RunSnapshot) -> Bool {
+        a.position == b.position && a.run == b.run && a.jobs == b.jobs
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(position)
+        hasher.combine(run)
+        hasher.combine(jobs)
+    }
+
+    public func job(type: String) -> JobState? { index["\(run.id)/\(type)"].map { jobs[$0] } }
+
+    public func job(id: String) -> JobState? { index[id].map { jobs[$0] } }
 
     /// For an unstarted job that can no longer run: the failed or aborted ancestors that hold it,
     /// nearest first. Empty when the job is not blocked.
     public func blockers(of jobID: String) -> [String] {
-        let byID = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0) })
-        guard let job = byID[jobID], job.status == .unstarted else { return [] }
+        guard let job = self.job(id: jobID), job.status == .unstarted else { return [] }
         var found: [String] = []
         var seen: Set<String> = [jobID]
         var frontier = job.parents
         while !frontier.isEmpty {
             var next: [String] = []
             for id in frontier where seen.insert(id).inserted {
-                guard let p = byID[id] else { continue }
+                guard let p = self.job(id: id) else { continue }
                 if p.status == .failed || p.status == .aborted {
                     found.append(id)
                 } else if p.status != .finished {

@@ -24,8 +24,13 @@ struct Databases: Sendable {
     let factIDs: Database
     /// job id → lease (worker, claim revision, expiry). Liveness only, not history; rewritten freely.
     let leases: Database
+    /// job id → parents not finished yet (8 bytes); absent when 0. View: drives `ready`.
+    let waiting: Database
+    /// run id → the run's args (canonical JSON), copied from `run.created` so a claim need not
+    /// parse the whole run.created fact (which also holds the graph). Index.
+    let runArgs: Database
 
-    static let names = ["facts", "meta", "jobs", "runs", "ready", "active", "by_job", "by_run", "by_time", "fact_ids", "leases"]
+    static let names = ["facts", "meta", "jobs", "runs", "ready", "active", "by_job", "by_run", "by_time", "fact_ids", "leases", "waiting", "run_args"]
 
     init(open: (String) throws -> Database) rethrows {
         facts = try open("facts")
@@ -39,11 +44,13 @@ struct Databases: Sendable {
         byTime = try open("by_time")
         factIDs = try open("fact_ids")
         leases = try open("leases")
+        waiting = try open("waiting")
+        runArgs = try open("run_args")
     }
 
     /// The views that a re-fold must reproduce exactly (leases are not among them).
     var views: [(String, Database)] {
-        [("jobs", jobs), ("runs", runs), ("ready", ready), ("active", active)]
+        [("jobs", jobs), ("runs", runs), ("ready", ready), ("active", active), ("waiting", waiting)]
     }
 }
 
@@ -149,6 +156,17 @@ struct LMDBViews: FoldTarget {
             try txn.put(dbs.active, Array(type.utf8), Keys.position(UInt64(count)))
         }
     }
+    func unfinishedParents(_ job: String) throws -> Int {
+        guard let b = try txn.get(dbs.waiting, Array(job.utf8)), b.count == 8 else { return 0 }
+        return Int(readBigEndian64(b))
+    }
+    func setUnfinishedParents(_ job: String, _ count: Int) throws {
+        if count == 0 {
+            try txn.delete(dbs.waiting, Array(job.utf8))
+        } else {
+            try txn.put(dbs.waiting, Array(job.utf8), Keys.position(UInt64(count)))
+        }
+    }
 }
 
 /// Views held in memory: the target of as-of queries, replay and `verify()`.
@@ -157,6 +175,7 @@ public struct MemoryViews: Sendable, FoldTarget {
     public internal(set) var runs: [String: RunState] = [:]
     var ready: [[UInt8]: ReadyEntry] = [:]
     var activeByType: [String: Int] = [:]
+    var waiting: [String: Int] = [:]
 
     public init() {}
 
@@ -173,6 +192,10 @@ public struct MemoryViews: Sendable, FoldTarget {
     func active(_ type: String) -> Int { activeByType[type] ?? 0 }
     mutating func setActive(_ type: String, _ count: Int) {
         activeByType[type] = count == 0 ? nil : count
+    }
+    func unfinishedParents(_ job: String) -> Int { waiting[job] ?? 0 }
+    mutating func setUnfinishedParents(_ job: String, _ count: Int) {
+        waiting[job] = count == 0 ? nil : count
     }
 
     /// Applies one fact.

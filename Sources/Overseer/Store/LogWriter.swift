@@ -133,14 +133,34 @@ public struct LogWriter {
         }
         var v = views
         try Fold.apply(fact, to: &v)
-        let pkey = Keys.position(position)
-        try txn.put(dbs.facts, pkey, line, append: true)
-        try txn.put(dbs.factIDs, Array(draft.id.utf8), pkey, noOverwrite: true)
-        try txn.put(dbs.byTime, Keys.time(time, position), [], append: true)
-        if let job = draft.job { try txn.put(dbs.byJob, Keys.prefixed(job, position), []) }
-        if let run = draft.run { try txn.put(dbs.byRun, Keys.prefixed(run, position), []) }
+        try txn.put(dbs.facts, Keys.position(position), line, append: true)
+        try writeIndexes(of: fact)
         head = Head(position: position, hash: fact.hash, time: time)
         return .appended(fact)
+    }
+
+    /// The indexes of one fact: by id, time, job, run, and the run's args.
+    func writeIndexes(of fact: Fact) throws {
+        let pkey = Keys.position(fact.position)
+        try txn.put(dbs.factIDs, Array(fact.id.utf8), pkey, noOverwrite: true)
+        try txn.put(dbs.byTime, Keys.time(fact.time, fact.position), [], append: true)
+        if let job = fact.job { try txn.put(dbs.byJob, Keys.prefixed(job, fact.position), []) }
+        if let run = fact.run {
+            try txn.put(dbs.byRun, Keys.prefixed(run, fact.position), [])
+            if fact.kind == .runCreated {
+                try txn.put(dbs.runArgs, Array(run.utf8), (fact.data["args"] ?? .object([:])).canonicalBytes)
+            }
+        }
+    }
+
+    /// A run's args, as recorded at its creation.
+    public func args(ofRun run: String) throws -> JSONValue {
+        guard let b = try txn.get(dbs.runArgs, Array(run.utf8)) else { return .object([:]) }
+        do {
+            return try JSONValue.parse(b)
+        } catch {
+            throw StoreError(.corrupt, path: path, "the args of run '\(run)' cannot be read: \(error)")
+        }
     }
 
     /// Appends several facts atomically: all of them, or (on the first conflict) none.

@@ -90,7 +90,7 @@ extension LogWriter {
         guard let state = try job(jobID), let run = try run(state.run) else {
             throw StoreError(.corrupt, path: path, "claimed job '\(jobID)' or its run is missing")
         }
-        let args = try fact(at: run.createdPosition)?.data["args"] ?? .object([:])
+        let args = try self.args(ofRun: run.id)
         var parentResults: [String: JSONValue] = [:]
         for parentID in state.parents {
             if let parent = try job(parentID), let result = parent.result { parentResults[parent.type] = result }

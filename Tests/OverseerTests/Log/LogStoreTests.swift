@@ -344,4 +344,29 @@ import Testing
             #expect(other.core === store.core)
         }
     }
+
+    @Test func aWideFanInBecomesReadyWhenItsLastParentFinishes() async throws {
+        var options = StoreOptions()
+        options.durability = .unsafeNoSync
+        try await withStore(options: options) { store, _ in
+            let width = 3000
+            var parents: [String: [String]] = [:]
+            for i in 0..<width { parents["p\(i)"] = [] }
+            parents["join"] = (0..<width).map { "p\($0)" }
+            _ = try await store.submit(RunPlan(id: "fan", graph: JobGraph(parents)))
+            #expect(try store.readyJobs().count == width)
+            let worker = Author(name: "w")
+            var done = 0
+            while done < width {
+                done += try await store.write { w -> Int in
+                    let claims = try w.claimNext(worker: worker, types: nil, count: 500, leaseMilliseconds: 60_000)
+                    for c in claims { _ = try w.complete(c, outcome: .finished(result: nil), worker: worker) }
+                    return claims.count
+                }
+                if done < width { #expect(try store.readyJobs().map(\.job) != ["fan/join"]) }
+            }
+            #expect(try store.readyJobs().map(\.job) == ["fan/join"])
+            #expect(try store.job("fan/join")?.parents.count == width)
+        }
+    }
 }
