@@ -70,9 +70,6 @@ struct InputError: Error, CustomStringConvertible {
     var description: String { message }
 }
 
-/// The run or verification ended unsuccessfully: exit code 1, message already printed.
-struct Unsuccessful: Error {}
-
 enum ArgumentParser {
     /// Parses `args` (the words after the subcommand) against `spec`.
     static func parse(_ args: [String], spec: CommandSpec) throws -> ParsedArguments {
@@ -82,6 +79,10 @@ enum ArgumentParser {
         while i < args.count {
             let word = args[i]
             i += 1
+            if !onlyPositionals && word == "-h" {
+                parsed.flags.insert("help")
+                continue
+            }
             if onlyPositionals || !word.hasPrefix("--") || word == "-" {
                 if !onlyPositionals, word.hasPrefix("-"), word.count > 1, word != "-" {
                     throw UsageError(message: "unknown option '\(word)' (options are spelled with two dashes, e.g. --help)", command: spec.name)

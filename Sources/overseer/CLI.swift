@@ -7,7 +7,7 @@ enum CLI {
     static let commands: [CommandSpec] = [
         DemoCommand.spec, RunCommand.spec, SubmitCommand.spec, WorkerCommand.spec, StatusCommand.spec,
         HistoryCommand.spec, ReplayCommand.spec, ExportCommand.spec, VerifyCommand.spec, RetryCommand.spec,
-        AbortCommand.spec, GraphCommand.spec,
+        AbortCommand.spec, GraphCommand.spec, ReportCommand.spec, MetricsCommand.spec,
     ]
 
     static var overview: String {
@@ -77,8 +77,6 @@ enum CLI {
         case let e as InputError:
             Console.error("overseer \(command.name): \(e.message)")
             return 2
-        case is Unsuccessful:
-            return 1
         case let e as StoreError:
             switch e.code {
             case .invalid:
@@ -117,7 +115,9 @@ enum StoreLocation {
         if location.hasPrefix("postgres://") || location.hasPrefix("postgresql://") {
             throw InputError(message: "\(Redact.url(location)): PostgreSQL stores are not available in this build yet; use an LMDB path")
         }
-        if location.isEmpty { throw InputError(message: "--db is empty") }
+        if location.isEmpty {
+            throw InputError(message: parsed.value("db") != nil ? "--db is empty" : "$OVERSEER_DB is set but empty")
+        }
         return location
     }
 
@@ -134,12 +134,26 @@ enum StoreLocation {
 
 /// Keeps passwords out of anything printed.
 enum Redact {
-    /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+    /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`; a `password=` query
+    /// parameter's value becomes `***` too. The user info ends at the last `@` before the path, so
+    /// a password holding `@` is hidden whole.
     static func url(_ s: String) -> String {
-        guard let scheme = s.range(of: "://"), let at = s[scheme.upperBound...].firstIndex(of: "@") else { return s }
-        let userinfo = s[scheme.upperBound..<at]
-        guard let colon = userinfo.firstIndex(of: ":") else { return s }
-        return String(s[..<s.index(after: colon)]) + "***" + String(s[at...])
+        guard let scheme = s.range(of: "://") else { return s }
+        var out = s
+        let rest = out[scheme.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        if let at = rest[..<authorityEnd].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") {
+            out.replaceSubrange(out.index(after: colon)..<at, with: "***")
+        }
+        if let q = out.firstIndex(of: "?") {
+            let query = out[out.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false).map { pair -> String in
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                if parts.count == 2, parts[0].lowercased() == "password" { return "\(parts[0])=***" }
+                return String(pair)
+            }
+            out = String(out[...q]) + query.joined(separator: "&")
+        }
+        return out
     }
 
     static func text(_ s: String) -> String {

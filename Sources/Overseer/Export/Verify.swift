@@ -85,7 +85,16 @@ struct ChainChecker {
             fact = try Fact.decode(line: bytes)
         } catch {
             report.add(Violation(kind: error.isHashMismatch ? .hashChain : .format, position: error.position, line: line, message: error.message))
-            // Keep the chain going from the stored hash, so one bad line is one violation.
+            // Keep the chain going from what the line claims (its position, hash and time, when
+            // they can be read), so one bad line is one violation, not also a gap after it.
+            if let value = try? JSONValue.parse(bytes), let p = value["position"]?.intValue, p >= 1,
+                let h = value["hash"]?.stringValue.flatMap(Digest.init(hex:)),
+                let t = value["time"]?.stringValue.flatMap(Instant.init(rfc3339:))
+            {
+                if previous == nil { report.firstPosition = UInt64(p) }
+                previous = (UInt64(p), h, t)
+                report.lastPosition = UInt64(p)
+            }
             return nil
         }
         report.facts += 1
@@ -267,9 +276,8 @@ extension LogStore {
             }
         }
         var ready = 0
-        let jobIDs = memory.jobs.keys.filter { $0.hasPrefix(id + "/") }
-        for jobID in jobIDs {
-            guard let job = memory.jobs.removeValue(forKey: jobID), job.run == id else { continue }
+        for jobID in memory.jobsOfRun.removeValue(forKey: id) ?? [] {
+            guard let job = memory.jobs.removeValue(forKey: jobID) else { continue }
             report.jobs += 1
             if let stored = try views.job(jobID) {
                 if stored != job {

@@ -111,7 +111,8 @@ public struct JobGraph: Sendable, Hashable, Codable, ExpressibleByDictionaryLite
                     code: .duplicateParent, job: type,
                     message: "job \(quotedName(type)) lists \(quotedName(parent)) more than once in the jobs it waits for")
             case .unknown(let parent):
-                let hint = Suggest.didYouMean(parent, among: index.names)
+                // A job waiting for itself under a typo is never the fix: leave it out of the hints.
+                let hint = Suggest.didYouMean(parent, among: index.names.filter { $0 != type })
                 throw GraphError(
                     code: .unknownParent, job: type,
                     message: "job \(quotedName(type)) depends on unknown job \(quotedName(parent))\(hint)")

@@ -49,7 +49,7 @@ public struct RunPlan: Sendable, Hashable {
             throw GraphError(code: .invalidName, job: nil, message: "run id \(quotedName(id)) must not contain '/' (job ids are RUN/TYPE)")
         }
         if let problem = JobGraph.nameProblem(id) {
-            throw GraphError(code: .invalidName, job: nil, message: "run id \(problem.shown) \(problem.reason)")
+            throw GraphError(code: .invalidName, job: nil, message: "run id \(problem.shown) is not valid: \(problem.reason)")
         }
     }
 

@@ -95,6 +95,26 @@ public struct Digest: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Parses 64 lower-case hex digits.
+    init?(hexBytes h: UnsafeBufferPointer<UInt8>) {
+        guard h.count == 64 else { return nil }
+        var out = [UInt8](repeating: 0, count: 32)
+        for i in 0..<32 {
+            guard let hi = Digest.nibble(h[2 * i]), let lo = Digest.nibble(h[2 * i + 1]) else { return nil }
+            out[i] = hi << 4 | lo
+        }
+        self.bytes = out
+    }
+
+    func appendHex(to out: inout [UInt8]) {
+        for b in bytes {
+            out.append(Digest.hexDigits[Int(b >> 4)])
+            out.append(Digest.hexDigits[Int(b & 0x0F)])
+        }
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
     public var hex: String {
         let digits = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
@@ -148,7 +168,7 @@ public struct FactDraft: Sendable, Hashable {
     public var data: JSONValue
 
     public init(
-        id: String = UUID().uuidString.lowercased(), kind: FactKind, run: String? = nil, job: String? = nil,
+        id: String = FactDraft.newID(), kind: FactKind, run: String? = nil, job: String? = nil,
         author: Author = .process, attempt: Int? = nil, reason: String? = nil, data: JSONValue = .object([:])
     ) {
         self.id = id
@@ -159,6 +179,29 @@ public struct FactDraft: Sendable, Hashable {
         self.attempt = attempt
         self.reason = reason
         self.data = data
+    }
+}
+
+extension FactDraft {
+    /// A new fact id: a UUID whose first 48 bits are the Unix time in milliseconds (UUID version 7),
+    /// so ids made one after the other sort together and land near each other in the id index.
+    public static func newID() -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        var rng = SystemRandomNumberGenerator()
+        for i in 6..<16 { bytes[i] = UInt8.random(in: 0...255, using: &rng) }
+        let ms = UInt64(max(0, Instant.now().microseconds / 1000))
+        for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> UInt64(8 * (5 - i))) }
+        bytes[6] = 0x70 | (bytes[6] & 0x0F)
+        bytes[8] = 0x80 | (bytes[8] & 0x3F)
+        let hex = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(36)
+        for (i, b) in bytes.enumerated() {
+            if i == 4 || i == 6 || i == 8 || i == 10 { out.append(UInt8(ascii: "-")) }
+            out.append(hex[Int(b >> 4)])
+            out.append(hex[Int(b & 0x0F)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }
 
@@ -194,6 +237,36 @@ public struct Fact: Sendable, Hashable, CustomStringConvertible {
         if let worker { parts.append("by \(worker)") }
         if let reason { parts.append("(\(reason))") }
         return parts.joined(separator: " ")
+    }
+
+    /// A new fact and its line, encoding the body once (the append path).
+    static func make(position: UInt64, time: Instant, draft: FactDraft, revision: UInt64?, prev: Digest) -> (Fact, [UInt8]) {
+        var body = FactCoding.body(
+            position: position, time: time, id: draft.id, kind: draft.kind, run: draft.run, job: draft.job,
+            revision: revision, worker: draft.author.name, host: draft.author.host, pid: draft.author.pid,
+            attempt: draft.attempt, reason: draft.reason, data: draft.data, prev: prev)
+        let hash = Digest.sha256(body)
+        let fact = Fact(position: position, time: time, draft: draft, revision: revision, prev: prev, hash: hash)
+        FactCoding.appendHash(hash, toBody: &body)
+        return (fact, body)
+    }
+
+    private init(position: UInt64, time: Instant, draft: FactDraft, revision: UInt64?, prev: Digest, hash: Digest) {
+        self.position = position
+        self.time = time
+        self.id = draft.id
+        self.kind = draft.kind
+        self.run = draft.run
+        self.job = draft.job
+        self.revision = revision
+        self.worker = draft.author.name
+        self.host = draft.author.host
+        self.pid = draft.author.pid
+        self.attempt = draft.attempt
+        self.reason = draft.reason
+        self.data = draft.data
+        self.prev = prev
+        self.hash = hash
     }
 
     init(
@@ -247,10 +320,7 @@ public struct Fact: Sendable, Hashable, CustomStringConvertible {
     /// The JSON Lines form: the canonical body with `"hash"` as its last member (no newline).
     public var line: [UInt8] {
         var out = canonicalBody
-        out.removeLast()  // "}"
-        out.append(contentsOf: Array(",\"hash\":\"".utf8))
-        out.append(contentsOf: Array(hash.hex.utf8))
-        out.append(contentsOf: Array("\"}".utf8))
+        FactCoding.appendHash(hash, toBody: &out)
         return out
     }
 
@@ -260,11 +330,13 @@ public struct Fact: Sendable, Hashable, CustomStringConvertible {
         let bytes = Array(line)
         let fields = try FactCoding.decode(bytes)
         let fact = Fact(decoded: fields)
-        let expected = fact.line
-        if expected != bytes {
+        // One re-encoding checks the canonical form, and is the body the hash covers.
+        var body = fact.canonicalBody
+        let recomputed = Digest.sha256(body)
+        FactCoding.appendHash(fields.hash, toBody: &body)
+        if body != bytes {
             throw FactDecodingError(message: "fact is not in canonical form", position: fields.position)
         }
-        let recomputed = Digest.sha256(fact.canonicalBody)
         if recomputed != fields.hash {
             throw FactDecodingError(
                 message: "hash mismatch: stored \(fields.hash.hex), computed \(recomputed.hex)",
@@ -275,7 +347,9 @@ public struct Fact: Sendable, Hashable, CustomStringConvertible {
 
     /// Decodes without re-checking canonical form and hash (for trusted bytes read from the store).
     static func decodeTrusted(_ buffer: UnsafeRawBufferPointer) throws(FactDecodingError) -> Fact {
-        Fact(decoded: try FactCoding.decode(Array(buffer)))
+        let bound = buffer.bindMemory(to: UInt8.self)
+        if let fields = FactCoding.decodeFast(bound) { return Fact(decoded: fields) }
+        return Fact(decoded: try FactCoding.decode(Array(buffer)))
     }
 }
 
@@ -331,7 +405,7 @@ enum FactCoding {
         key("{\"position\":")
         JSONWriter.writeInteger(Int64(position), into: &out)
         key(",\"time\":\"")
-        out.append(contentsOf: time.rfc3339.utf8)
+        time.appendRFC3339(to: &out)
         key("\",\"id\":")
         string(id)
         key(",\"kind\":")
@@ -355,12 +429,119 @@ enum FactCoding {
         key(",\"data\":")
         JSONWriter.write(data, into: &out)
         key(",\"prev\":\"")
-        out.append(contentsOf: prev.hex.utf8)
+        prev.appendHex(to: &out)
         key("\"}")
         return out
     }
 
+    /// `body` minus its closing brace, then `,"hash":"HEX"}`.
+    static func appendHash(_ hash: Digest, toBody out: inout [UInt8]) {
+        out.removeLast()  // "}"
+        let tail: StaticString = ",\"hash\":\""
+        out.append(contentsOf: UnsafeBufferPointer(start: tail.utf8Start, count: tail.utf8CodeUnitCount))
+        hash.appendHex(to: &out)
+        out.append(UInt8(ascii: "\""))
+        out.append(UInt8(ascii: "}"))
+    }
+
     static func decode(_ bytes: [UInt8]) throws(FactDecodingError) -> Fields {
+        if let f = bytes.withUnsafeBufferPointer({ decodeFast($0) }) { return f }
+        return try decodeGeneric(bytes)
+    }
+
+    /// Reads a line in the canonical member order directly from its bytes; nil when the line is
+    /// not in that shape (the generic decoder then explains what is wrong).
+    static func decodeFast(_ b: UnsafeBufferPointer<UInt8>) -> Fields? {
+        var p = JSONParser(b)
+        func literal(_ s: StaticString) -> Bool {
+            let n = s.utf8CodeUnitCount
+            guard p.index + n <= b.count, memcmp(b.baseAddress! + p.index, s.utf8Start, n) == 0 else { return false }
+            p.index += n
+            return true
+        }
+        func integer() -> Int64? {
+            var v: Int64 = 0
+            var negative = false
+            if p.index < b.count, b[p.index] == UInt8(ascii: "-") {
+                negative = true
+                p.index += 1
+            }
+            let start = p.index
+            while p.index < b.count, b[p.index] >= 0x30, b[p.index] <= 0x39 {
+                let (m, o1) = v.multipliedReportingOverflow(by: 10)
+                let (a, o2) = m.addingReportingOverflow(Int64(b[p.index] - 0x30))
+                if o1 || o2 { return nil }
+                v = a
+                p.index += 1
+            }
+            guard p.index > start, !(b[start] == 0x30 && p.index - start > 1) else { return nil }
+            return negative ? -v : v
+        }
+        func string() -> String? {
+            guard p.index < b.count, b[p.index] == UInt8(ascii: "\"") else { return nil }
+            return try? p.parseString()
+        }
+        func optionalString() -> String?? {
+            if literal("null") { return .some(nil) }
+            guard let s = string() else { return nil }
+            return .some(s)
+        }
+        func optionalInteger() -> Int64?? {
+            if literal("null") { return .some(nil) }
+            guard let i = integer() else { return nil }
+            return .some(i)
+        }
+        func digest() -> Digest? {
+            guard p.index + 64 <= b.count, let d = Digest(hexBytes: UnsafeBufferPointer(rebasing: b[p.index..<(p.index + 64)])) else { return nil }
+            p.index += 64
+            return d
+        }
+        var f = Fields()
+        guard literal("{\"position\":"), let position = integer(), position >= 1 else { return nil }
+        f.position = UInt64(position)
+        guard literal(",\"time\":\""), p.index + 27 <= b.count,
+            let time = Instant(canonical: UnsafeBufferPointer(rebasing: b[p.index..<(p.index + 27)]))
+        else { return nil }
+        p.index += 27
+        f.time = time
+        guard literal("\",\"id\":"), let id = string() else { return nil }
+        f.id = id
+        guard literal(",\"kind\":"), let kind = string() else { return nil }
+        f.kind = FactKind(rawValue: kind)
+        guard literal(",\"run\":"), let run = optionalString() else { return nil }
+        f.run = run
+        guard literal(",\"job\":"), let job = optionalString() else { return nil }
+        f.job = job
+        guard literal(",\"revision\":"), let revision = optionalInteger() else { return nil }
+        if let r = revision {
+            guard r >= 1 else { return nil }
+            f.revision = UInt64(r)
+        }
+        guard literal(",\"worker\":"), let worker = optionalString() else { return nil }
+        f.worker = worker
+        guard literal(",\"host\":"), let host = optionalString() else { return nil }
+        f.host = host
+        guard literal(",\"pid\":"), let pid = optionalInteger() else { return nil }
+        if let pid {
+            guard let p32 = Int32(exactly: pid) else { return nil }
+            f.pid = p32
+        }
+        guard literal(",\"attempt\":"), let attempt = optionalInteger() else { return nil }
+        f.attempt = attempt.map { Int($0) }
+        guard literal(",\"reason\":"), let reason = optionalString() else { return nil }
+        f.reason = reason
+        guard literal(",\"data\":"), p.index < b.count, b[p.index] == UInt8(ascii: "{"),
+            let data = try? p.parseValue()
+        else { return nil }
+        f.data = data
+        guard literal(",\"prev\":\""), let prev = digest() else { return nil }
+        f.prev = prev
+        guard literal("\",\"hash\":\""), let hash = digest(), literal("\"}"), p.index == b.count else { return nil }
+        f.hash = hash
+        return f
+    }
+
+    static func decodeGeneric(_ bytes: [UInt8]) throws(FactDecodingError) -> Fields {
         let value: JSONValue
         do {
             value = try JSONValue.parse(bytes)

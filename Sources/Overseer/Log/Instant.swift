@@ -42,6 +42,34 @@ public struct Instant: Sendable, Hashable, Comparable, Codable, CustomStringConv
 
     /// RFC 3339 in UTC with exactly six fractional digits.
     public var rfc3339: String {
+        var out = [UInt8]()
+        out.reserveCapacity(27)
+        appendRFC3339(to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Parses exactly the canonical form `YYYY-MM-DDTHH:MM:SS.ffffffZ` (27 bytes), fast.
+    init?(canonical b: UnsafeBufferPointer<UInt8>) {
+        guard b.count == 27, b[4] == 0x2D, b[7] == 0x2D, b[10] == 0x54, b[13] == 0x3A, b[16] == 0x3A,
+            b[19] == 0x2E, b[26] == 0x5A
+        else { return nil }
+        func digits(_ from: Int, _ n: Int) -> Int64? {
+            var v: Int64 = 0
+            for i in from..<(from + n) {
+                let c = b[i]
+                guard c >= 0x30, c <= 0x39 else { return nil }
+                v = v * 10 + Int64(c - 0x30)
+            }
+            return v
+        }
+        guard let y = digits(0, 4), let mo = digits(5, 2), let d = digits(8, 2), let h = digits(11, 2),
+            let mi = digits(14, 2), let s = digits(17, 2), let us = digits(20, 6),
+            (1...12).contains(mo), d >= 1, d <= Instant.daysIn(month: mo, year: y), h <= 23, mi <= 59, s <= 59
+        else { return nil }
+        self.microseconds = (Instant.days(fromCivil: y, mo, d) * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000 + us
+    }
+
+    func appendRFC3339(to out: inout [UInt8]) {
         var seconds = microseconds / 1_000_000
         var micros = microseconds % 1_000_000
         if micros < 0 {
@@ -55,18 +83,16 @@ public struct Instant: Sendable, Hashable, Comparable, Codable, CustomStringConv
             days -= 1
         }
         let (y, m, d) = Instant.civil(fromDays: days)
-        var out = [UInt8]()
-        out.reserveCapacity(27)
         func put(_ value: Int64, width: Int) {
-            var digits = [UInt8](repeating: 0x30, count: width)
+            let start = out.count
+            for _ in 0..<width { out.append(0x30) }
             var v = value
-            var i = width - 1
-            while i >= 0 {
-                digits[i] = UInt8(0x30 + v % 10)
+            var i = start + width - 1
+            while i >= start {
+                out[i] = UInt8(0x30 + v % 10)
                 v /= 10
                 i -= 1
             }
-            out.append(contentsOf: digits)
         }
         put(y, width: 4)
         out.append(UInt8(ascii: "-"))
@@ -82,7 +108,6 @@ public struct Instant: Sendable, Hashable, Comparable, Codable, CustomStringConv
         out.append(UInt8(ascii: "."))
         put(micros, width: 6)
         out.append(UInt8(ascii: "Z"))
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// Parses RFC 3339: `2026-12-03T14:05:00Z`, with optional fractional seconds (up to 9 digits,

@@ -94,11 +94,11 @@ enum GraphLayout {
         let output = dir.appendingPathComponent("graph.plain")
         let errors = dir.appendingPathComponent("dot.err")
         try Data(source.utf8).write(to: input)
-        FileManager.default.createFile(atPath: errors.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
         let version = (try? run(dot, ["-V"], stderr: errors, timeout: 10)).map { _ in
             (try? String(contentsOf: errors, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         } ?? ""
-        FileManager.default.createFile(atPath: errors.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
         let status = try run(dot, ["-Tplain", "-o", output.path, input.path], stderr: errors, timeout: timeout)
         guard status == 0 else {
             let message = ((try? String(contentsOf: errors, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)

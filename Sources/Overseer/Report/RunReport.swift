@@ -253,9 +253,9 @@ struct ReportPage {
         h += "<div class=\"legend\"><span class=\"sw a-finished\"></span>finished <span class=\"sw a-failed\"></span>failed "
         h += "<span class=\"sw a-released\"></span>released for a retry <span class=\"sw a-expired\"></span>lease expired "
         h += "<span class=\"sw a-shutdown\"></span>released at shutdown <span class=\"sw a-aborted\"></span>aborted "
-        h += "<span class=\"sw a-running\"></span>running <span class=\"mk\">◆</span>late result rejected</div>"
+        h += "<span class=\"sw a-running\"></span>running <span class=\"mk\">◆</span>late result rejected. Hover for details; click to find the job.</div>"
         h += "<div class=\"zoom\">Width <button data-tz=\"1\">1×</button><button data-tz=\"4\">4×</button><button data-tz=\"16\">16×</button></div>"
-        h += "<div id=\"tl-wrap\" class=\"wrap\"><svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\"></svg></div></section>\n"
+        h += "<div id=\"tl-wrap\" class=\"wrap\"><div id=\"tl-space\"><canvas id=\"timeline\"></canvas></div></div></section>\n"
         // Jobs.
         h += "<section id=\"jobs-sec\"><h2>Jobs</h2><div class=\"filters\" id=\"filters\"></div>"
         h += "<input id=\"search\" type=\"search\" placeholder=\"filter by name\"> <span id=\"shown\"></span>"
@@ -263,7 +263,8 @@ struct ReportPage {
         for (key, label) in [("name", "Job"), ("status", "Status"), ("attempts", "Attempts"), ("duration", "Duration"), ("worker", "Worker"), ("error", "Error"), ("output", "Output")] {
             h += "<th data-sort=\"\(key)\">\(label)</th>"
         }
-        h += "</tr></thead><tbody id=\"rows\"></tbody></table></div></section>\n"
+        h += "</tr></thead><tbody id=\"rows\"></tbody></table></div>"
+        h += "<div id=\"pager\"><button id=\"page-prev\">‹ previous</button> <button id=\"page-next\">next ›</button></div></section>\n"
         // Integrity.
         h += "<section id=\"chain\"><h2>Integrity</h2><table class=\"kv\">"
         h += "<tr><th>This run's chain head</th><td><code id=\"run-head\">@\(model.lastFact.position) \(model.lastFact.hash.hex)</code><div class=\"note\">The hash of the run's latest fact. Each fact's hash covers its body and the previous fact's hash, so it seals every fact of the log up to it.</div></td></tr>"

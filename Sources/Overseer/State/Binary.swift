@@ -68,6 +68,15 @@ struct ByteWriter {
             u8(0)
         }
     }
+    mutating func rawJSON(_ v: [UInt8]?) {
+        if let v {
+            u8(1)
+            u64(UInt64(v.count))
+            bytes.append(contentsOf: v)
+        } else {
+            u8(0)
+        }
+    }
     mutating func strings(_ list: [String]) {
         u64(UInt64(list.count))
         for s in list { string(s) }
@@ -120,6 +129,13 @@ struct ByteReader {
         } catch {
             throw ViewCorruption(what: "invalid JSON (\(error))")
         }
+    }
+    mutating func rawJSON() throws(ViewCorruption) -> [UInt8]? {
+        guard try u8() != 0 else { return nil }
+        let n = Int(clamping: try u64())
+        try need(n)
+        defer { offset += n }
+        return Array(buffer[offset..<(offset + n)])
     }
     mutating func strings() throws(ViewCorruption) -> [String] {
         let n = Int(clamping: try u64())
@@ -197,11 +213,14 @@ extension JobState {
         w.optionalInstant(notBefore)
         w.optionalU64(readySince)
         w.optionalString(reason)
-        w.json(error)
-        w.json(result)
-        w.json(options)
+        w.rawJSON(errorJSON)
+        w.rawJSON(resultJSON)
+        w.rawJSON(optionsJSON)
         w.int(rejected)
         w.u64(position)
+        w.int(failures)
+        w.int(faults)
+        w.int(expiries)
         return w.bytes
     }
 
@@ -227,11 +246,14 @@ extension JobState {
         notBefore = try r.optionalInstant()
         readySince = try r.optionalU64()
         reason = try r.optionalString()
-        error = try r.json()
-        result = try r.json()
-        options = try r.json() ?? .object([:])
+        errorJSON = try r.rawJSON()
+        resultJSON = try r.rawJSON()
+        optionsJSON = try r.rawJSON() ?? Array("{}".utf8)
         rejected = try r.int()
         position = try r.u64()
+        failures = try r.int()
+        faults = try r.int()
+        expiries = try r.int()
     }
 }
 

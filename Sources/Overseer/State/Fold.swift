@@ -102,10 +102,13 @@ enum Fold {
             guard fact.attempt == job.attempt else { throw fail("\(fact.kind) of '\(jobID)' for attempt \(fact.attempt.map(String.init) ?? "none"), current is \(job.attempt)") }
             job.status = fact.kind == .jobFinished ? .finished : .failed
             job.endedAt = fact.time
+            job.faults = 0
+            job.expiries = 0
             if fact.kind == .jobFinished {
                 job.result = fact.data["result"]
                 job.error = nil
             } else {
+                job.failures += 1
                 job.error = fact.data["error"] ?? .null
             }
         case .jobReleased:
@@ -119,6 +122,19 @@ enum Fold {
                 job.notBefore = nil
             }
             if let e = fact.data["error"] { job.error = e }
+            switch fact.reason {
+            case "error", "timeout":
+                job.failures += 1
+                job.faults = 0
+                job.expiries = 0
+            case "fault":
+                job.faults += 1
+                job.expiries = 0
+            case "lease_expired":
+                job.expiries += 1
+            default:
+                break
+            }
         case .jobAborted:
             guard job.status != .finished, job.status != .aborted else { throw fail("abort of '\(jobID)' while \(job.status)") }
             job.status = .aborted
@@ -128,6 +144,9 @@ enum Fold {
             guard job.status == .failed || job.status == .aborted else { throw fail("retry of '\(jobID)' while \(job.status)") }
             job.status = .unstarted
             job.attemptBase = job.attempt
+            job.failures = 0
+            job.faults = 0
+            job.expiries = 0
             job.endedAt = nil
             job.notBefore = nil
             job.error = nil
@@ -136,7 +155,7 @@ enum Fold {
         }
         job.revision = revision
         job.position = fact.position
-        if let r = fact.reason { job.reason = r }
+        job.reason = fact.reason
 
         if before == .started, job.status != .started {
             try views.setActive(job.type, max(0, try views.active(job.type) - 1))
@@ -193,8 +212,9 @@ enum Fold {
             id: jobID, run: runID, type: type, parents: parents, children: [],
             priority: Int(fact.data["priority"]?.intValue ?? 0), status: .unstarted, revision: 1, attempt: 0,
             attemptBase: 0, worker: nil, createdAt: fact.time, createdPosition: fact.position, claimedAt: nil, leaseMilliseconds: 0,
-            firstStartedAt: nil, endedAt: nil, notBefore: nil, readySince: nil, reason: fact.reason, error: nil,
-            result: nil, options: fact.data["options"] ?? .object([:]), rejected: 0, position: fact.position)
+            firstStartedAt: nil, endedAt: nil, notBefore: nil, readySince: nil, reason: fact.reason, errorJSON: nil,
+            resultJSON: nil, optionsJSON: (fact.data["options"] ?? .object([:])).canonicalBytes, rejected: 0, position: fact.position,
+            failures: 0, faults: 0, expiries: 0)
         run.total += 1
         run.counts[.unstarted, default: 0] += 1
         try refreshReadiness(&job, run: &run, at: fact.position, in: &views)

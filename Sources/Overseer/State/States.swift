@@ -52,19 +52,46 @@ public struct JobState: Sendable, Hashable {
     public var readySince: UInt64?
     /// The reason of the latest fact that carried one.
     public var reason: String?
+    // The JSON-valued fields are kept as canonical bytes: a job's record is read and rewritten by
+    // every fact about it, and parsing them each time cost more than the rest of the fold.
+    var errorJSON: [UInt8]?
+    var resultJSON: [UInt8]?
+    var optionsJSON: [UInt8]
+
     /// The latest recorded error (from `job.failed` or `job.released`).
-    public var error: JSONValue?
+    public var error: JSONValue? {
+        get { errorJSON.map(JobState.parseStored) }
+        set { errorJSON = newValue?.canonicalBytes }
+    }
     /// The finished attempt's result.
-    public var result: JSONValue?
+    public var result: JSONValue? {
+        get { resultJSON.map(JobState.parseStored) }
+        set { resultJSON = newValue?.canonicalBytes }
+    }
     /// Per-job options recorded at creation (timeout, retry policy, limit, command...).
-    public var options: JSONValue
+    public var options: JSONValue {
+        get { JobState.parseStored(optionsJSON) }
+        set { optionsJSON = newValue.canonicalBytes }
+    }
+
+    /// Bytes this library wrote with `canonicalBytes`; they always parse.
+    static func parseStored(_ bytes: [UInt8]) -> JSONValue {
+        do { return try JSONValue.parse(bytes) } catch { return .null }
+    }
     /// Late results refused so far.
     public var rejected: Int
     /// Position of this job's latest fact (rejections included).
     public var position: UInt64
 
-    /// Attempts counted by the retry policy: those since the last operator retry.
+    /// Attempts since the last operator retry (every kind of ending counted).
     public var attemptsInBudget: Int { attempt - attemptBase }
+    /// Attempts since the last operator retry that ended in an error or a timeout: what a retry
+    /// policy's `maximumAttempts` limits.
+    public var failures: Int
+    /// Faults in a row (a transient problem reported by the handler); other endings reset it.
+    public var faults: Int
+    /// Lease expiries in a row (the worker died or stalled); they back off the next claim.
+    public var expiries: Int
 
     /// The instant the current claim's lease, as granted by the claim, runs out.
     public var claimLeaseExpiry: Instant? {

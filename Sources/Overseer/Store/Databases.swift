@@ -179,8 +179,13 @@ public struct MemoryViews: Sendable, FoldTarget {
 
     public init() {}
 
+    /// Each run's job ids, in creation order (so a run can be compared and dropped by verify).
+    var jobsOfRun: [String: [String]] = [:]
+
     func job(_ id: String) -> JobState? { jobs[id] }
-    mutating func putJob(_ job: JobState) { jobs[job.id] = job }
+    mutating func putJob(_ job: JobState) {
+        if jobs.updateValue(job, forKey: job.id) == nil { jobsOfRun[job.run, default: []].append(job.id) }
+    }
     func run(_ id: String) -> RunState? { runs[id] }
     mutating func putRun(_ run: RunState) { runs[run.id] = run }
     mutating func insertReady(_ entry: ReadyEntry) { ready[entry.key] = entry }

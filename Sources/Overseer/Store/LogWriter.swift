@@ -126,8 +126,7 @@ public struct LogWriter {
         }
         let position = head.position + 1
         let time = now
-        let fact = Fact(position: position, time: time, draft: draft, revision: revision, prev: head.hash)
-        let line = fact.line
+        let (fact, line) = Fact.make(position: position, time: time, draft: draft, revision: revision, prev: head.hash)
         if line.count > LogStore.maximumFactSize {
             throw StoreError(.invalid, path: path, "a \(draft.kind) fact of \(line.count) bytes exceeds the limit of \(LogStore.maximumFactSize) bytes; keep large payloads outside the log and record a reference")
         }

@@ -158,7 +158,12 @@ public struct Handlers: Sendable, ExpressibleByDictionaryLiteral {
         middleware = []
     }
 
-    public init(_ handlers: [String: Handler] = [:], options: [String: JobOptions] = [:], middleware: [Middleware] = []) {
+    /// No handlers yet; add them with ``on(_:options:_:)``.
+    public init() {
+        self.init([:])
+    }
+
+    public init(_ handlers: [String: Handler], options: [String: JobOptions] = [:], middleware: [Middleware] = []) {
         self.handlers = handlers
         self.options = options
         self.middleware = middleware

@@ -9,8 +9,12 @@ public struct Claim: Sendable, Hashable {
     /// expecting it, so a result from a claim that was released or superseded is refused.
     public let revision: UInt64
     public let attempt: Int
-    /// Attempts counted by the retry policy (since the last operator retry), this one included.
+    /// Attempts since the last operator retry, this one included.
     public let attemptsInBudget: Int
+    /// Earlier attempts (since the last operator retry) that ended in an error or a timeout.
+    public let failures: Int
+    /// Faults in a row just before this attempt.
+    public let faults: Int
     public let args: JSONValue
     /// The recorded results of the job's parents, by parent type.
     public let parentResults: [String: JSONValue]
@@ -20,6 +24,43 @@ public struct Claim: Sendable, Hashable {
     /// The `job.claimed` fact's position and id (for audit and acknowledgement journals).
     public let claimPosition: UInt64
     public let claimFactID: String
+}
+
+/// Which runs a worker takes jobs from.
+public enum RunFilter: Sendable, Hashable {
+    /// Any run whose job types the worker handles.
+    case any
+    /// Only these runs.
+    case ids(Set<String>)
+    /// Only runs submitted under this name (a pipeline's name), so workers of different pipelines
+    /// that share job type names do not run each other's jobs.
+    case named(String)
+
+    /// The run id of a job id (`RUN/TYPE`).
+    static func run(ofJob job: String) -> String {
+        job.firstIndex(of: "/").map { String(job[..<$0]) } ?? job
+    }
+}
+
+/// Answers ``RunFilter`` questions inside one transaction, remembering run names it looked up.
+struct RunFilterCheck {
+    let filter: RunFilter
+    private var names: [String: String?] = [:]
+
+    init(_ filter: RunFilter) { self.filter = filter }
+
+    mutating func accepts(job: String, lookup: (String) throws -> RunState?) rethrows -> Bool {
+        switch filter {
+        case .any: return true
+        case .ids(let ids): return ids.contains(RunFilter.run(ofJob: job))
+        case .named(let name):
+            let run = RunFilter.run(ofJob: job)
+            if let known = names[run] { return known == name }
+            let found = try lookup(run)?.name
+            names[run] = found
+            return found == name
+        }
+    }
 }
 
 /// How an attempt ended, as the worker saw it.
@@ -51,19 +92,21 @@ extension LogWriter {
     /// types at their concurrency limit. Each claim is a compare-and-append on the job's
     /// revision inside this write transaction, so two workers can never claim the same job.
     public mutating func claimNext(
-        worker: Author, types: Set<String>?, limits: [String: Int] = [:], count: Int, leaseMilliseconds: Int64,
-        scanLimit: Int = 10_000
+        worker: Author, types: Set<String>?, limits: [String: Int] = [:], runs: RunFilter = .any, count: Int,
+        leaseMilliseconds: Int64, scanLimit: Int = 10_000
     ) throws -> [Claim] {
         guard count > 0, let workerName = worker.name else { return [] }
         let now = self.now
         var picked: [(job: String, type: String)] = []
         var activeCounts: [String: Int] = [:]
         var scanned = 0
+        var filter = RunFilterCheck(runs)
         try forEachReady { job, type, notBefore in
             scanned += 1
             if scanned > scanLimit { return false }
             if let types, !types.contains(type) { return true }
             if let nb = notBefore, nb > now { return true }
+            if try !filter.accepts(job: job, lookup: { try self.run($0) }) { return true }
             if let limit = limits[type] {
                 let active = try activeCounts[type] ?? self.active(type: type)
                 if active >= limit { return true }
@@ -97,7 +140,7 @@ extension LogWriter {
         }
         return Claim(
             job: jobID, run: state.run, type: state.type, revision: revision, attempt: state.attempt,
-            attemptsInBudget: state.attemptsInBudget, args: args, parentResults: parentResults, options: state.options,
+            attemptsInBudget: state.attemptsInBudget, failures: state.failures, faults: state.faults, args: args, parentResults: parentResults, options: state.options,
             lease: lease, claimPosition: claimFact.position, claimFactID: claimFact.id)
     }
 
@@ -276,7 +319,7 @@ extension LogWriter {
                 continue
             }
             // Repeated expiries back off, so a job that kills its workers cannot spin.
-            let streak = max(0, state.attemptsInBudget - 1)
+            let streak = state.expiries
             let delay = streak == 0 ? 0 : min(300.0, pow(2.0, Double(streak - 1)))
             var data: [String: JSONValue] = ["expired_worker": .string(lease.worker), "lease_expired_at": .string(lease.expires.rfc3339)]
             if delay > 0 { data["not_before"] = .string(now.adding(seconds: delay).rfc3339) }

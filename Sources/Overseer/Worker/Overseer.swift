@@ -77,6 +77,8 @@ public final class Overseer: Sendable {
 
     /// Works until run `id` is no longer running (or a signal stops it); returns its snapshot.
     public func work(run id: String, handlers: Handlers, configuration: WorkerConfiguration = WorkerConfiguration()) async throws -> RunSnapshot {
+        var configuration = configuration
+        configuration.runs = .ids([id])
         let worker = Worker(store: log, handlers: handlers, configuration: configuration)
         let signals = SignalTrap.install { second in worker.stop(immediately: second) }
         defer { signals.remove() }

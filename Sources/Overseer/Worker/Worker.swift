@@ -18,6 +18,10 @@ public struct WorkerConfiguration: Sendable {
     public var shutdownGrace: Duration = .seconds(30)
     /// Stop by itself when nothing is runnable or running (for its types), now or after a retry delay.
     public var untilIdle: Bool = false
+    /// After a timeout cancels a handler, how long to wait for it to end before moving on.
+    public var timeoutWait: Duration = .seconds(60)
+    /// Which runs this worker works: any (the default), or only some.
+    public var runs: RunFilter = .any
     /// Receives what the worker does. The library never prints on its own.
     public var events: (@Sendable (WorkerEvent) -> Void)?
 
@@ -136,10 +140,10 @@ public final class Worker: Sendable {
                 var claimed: [Claim] = []
                 if free > 0 {
                     do {
-                        if try store.hasClaimable(types: types) {
-                            let (author, types, limits, lease) = (self.author, self.types, self.limits, configuration.leaseMilliseconds)
+                        if try store.hasClaimable(types: types, runs: configuration.runs) {
+                            let (author, types, limits, lease, runs) = (self.author, self.types, self.limits, configuration.leaseMilliseconds, configuration.runs)
                             claimed = try await store.write { w in
-                                try w.claimNext(worker: author, types: types, limits: limits, count: free, leaseMilliseconds: lease)
+                                try w.claimNext(worker: author, types: types, limits: limits, runs: runs, count: free, leaseMilliseconds: lease)
                             }
                         }
                         errorBackoff = 0
@@ -157,7 +161,7 @@ public final class Worker: Sendable {
                 if claimed.isEmpty {
                     if configuration.untilIdle, state.withLock({ $0.slots == 0 }) {
                         do {
-                            if try !store.hasWork(types: types) {
+                            if try !store.hasWork(types: types, runs: configuration.runs) {
                                 stopReason = "idle"
                                 break
                             }
@@ -245,30 +249,46 @@ public final class Worker: Sendable {
         }
         let end = await race.value()
         timer?.cancel()
+        if case .timedOut = end {
+            // The handler was cancelled; wait for it to actually end (a shell command gets SIGTERM,
+            // then SIGKILL after its grace), so a retry never overlaps it and `run()` does not
+            // return while it still runs. Its lease keeps being renewed meanwhile. A Swift handler
+            // that ignores cancellation is given up on after `timeoutWait`.
+            let limit = configuration.timeoutWait
+            await withTaskGroup(of: Void.self) { wait in
+                wait.addTask { await task.value }
+                wait.addTask { try? await Task.sleep(for: limit) }
+                await wait.next()
+                wait.cancelAll()
+            }
+        }
         let forShutdown = state.withLock { s -> Bool in
             let r = s.running.removeValue(forKey: claim.job)
             return r?.cancelledForShutdown ?? false
         }
         let policy = options.retry
-        func retryAfter(limit: Int) -> Double? {
-            claim.attemptsInBudget < limit ? policy.delay(afterAttempt: claim.attemptsInBudget) : nil
+        // This attempt is failure number `failures + 1`, or fault number `faults + 1`.
+        func retryAfter(count: Int, limit: Int) -> Double? {
+            count < limit ? policy.delay(afterAttempt: count) : nil
         }
+        let failure = claim.failures + 1
+        let fault = claim.faults + 1
         switch end {
         case .returned:
             return .finished(result: box.get())
         case .timedOut:
             let error: JSONValue = ["type": "Timeout", "message": .string("the attempt took longer than \(options.timeout!)")]
-            return .failed(error: error, reason: "timeout", retryAfter: retryAfter(limit: policy.maximumAttempts))
+            return .failed(error: error, reason: "timeout", retryAfter: retryAfter(count: failure, limit: policy.maximumAttempts))
         case .threw(let error):
             if forShutdown, error is CancellationError { return .shutdown }
             if forShutdown, Task.isCancelled { return .shutdown }
             if let a = error as? Abort { return .aborted(reason: a.reason, error: Worker.describe(error)) }
             if error is Fault {
-                if let after = retryAfter(limit: policy.maximumFaults) { return .fault(error: Worker.describe(error), retryAfter: after) }
+                if let after = retryAfter(count: fault, limit: policy.maximumFaults) { return .fault(error: Worker.describe(error), retryAfter: after) }
                 return .failed(error: Worker.describe(error), reason: "faults", retryAfter: nil)
             }
             if forShutdown { return .shutdown }
-            return .failed(error: Worker.describe(error), reason: "error", retryAfter: retryAfter(limit: policy.maximumAttempts))
+            return .failed(error: Worker.describe(error), reason: "error", retryAfter: retryAfter(count: failure, limit: policy.maximumAttempts))
         }
     }
 
@@ -282,14 +302,14 @@ public final class Worker: Sendable {
     /// Records the outcome (retrying store errors with backoff) and claims the slot's next job.
     private func record(_ claim: Claim, _ outcome: AttemptOutcome) async -> Claim? {
         var backoff = 0.05
-        let (author, types, limits, lease) = (self.author, self.types, self.limits, configuration.leaseMilliseconds)
+        let (author, types, limits, lease, runs) = (self.author, self.types, self.limits, configuration.leaseMilliseconds, configuration.runs)
         while true {
             let claimNext = !state.withLock { $0.stopping }
             do {
                 let (result, next) = try await store.write { w -> (CompletionResult, Claim?) in
                     let result = try w.complete(claim, outcome: outcome, worker: author)
                     guard claimNext else { return (result, nil) }
-                    let next = try w.claimNext(worker: author, types: types, limits: limits, count: 1, leaseMilliseconds: lease)
+                    let next = try w.claimNext(worker: author, types: types, limits: limits, runs: runs, count: 1, leaseMilliseconds: lease)
                     return (result, next.first)
                 }
                 emit(.completed(claim, outcome, result))
@@ -372,16 +392,20 @@ private final class Race: Sendable {
 }
 
 extension LogStore {
-    /// Whether some ready job of these types is claimable now (a cheap read, no write).
-    public func hasClaimable(types: Set<String>) throws -> Bool {
+    /// Whether some ready job of these types (and runs) is claimable now: a cheap read, no write.
+    public func hasClaimable(types: Set<String>, runs: RunFilter = .any) throws -> Bool {
         let now = Instant.now()
         return try read { txn in
+            let views = LMDBViews(txn: txn, dbs: dbs)
+            var filter = RunFilterCheck(runs)
             var found = false
             var scanned = 0
             try txn.forEach(dbs.ready) { _, v in
                 scanned += 1
-                let (type, nb, _) = try ReadyEntry.decodeValue(v)
-                if types.contains(type) && (nb == 0 || nb <= now.microseconds) {
+                let (type, nb, job) = try ReadyEntry.decodeValue(v)
+                if types.contains(type) && (nb == 0 || nb <= now.microseconds),
+                    try filter.accepts(job: job, lookup: { try views.run($0) })
+                {
                     found = true
                     return false
                 }
@@ -391,15 +415,33 @@ extension LogStore {
         }
     }
 
-    /// Whether anything of these types is ready (now or after a retry delay) or running anywhere.
-    public func hasWork(types: Set<String>) throws -> Bool {
+    /// Whether anything of these types (and runs) is ready, now or after a retry delay, or
+    /// running anywhere.
+    public func hasWork(types: Set<String>, runs: RunFilter = .any) throws -> Bool {
         try read { txn in
             let views = LMDBViews(txn: txn, dbs: dbs)
-            for t in types where try views.active(t) > 0 { return true }
+            var filter = RunFilterCheck(runs)
+            if runs == .any {
+                for t in types where try views.active(t) > 0 { return true }
+            } else {
+                // Live claims are exactly the leases: look at their jobs.
+                var running = false
+                try txn.forEach(dbs.leases) { k, _ in
+                    let job = String(decoding: k, as: UTF8.self)
+                    if let state = try views.job(job), state.status == .started, types.contains(state.type),
+                        try filter.accepts(job: job, lookup: { try views.run($0) })
+                    {
+                        running = true
+                        return false
+                    }
+                    return true
+                }
+                if running { return true }
+            }
             var found = false
             try txn.forEach(dbs.ready) { _, v in
-                let (type, _, _) = try ReadyEntry.decodeValue(v)
-                if types.contains(type) {
+                let (type, _, job) = try ReadyEntry.decodeValue(v)
+                if types.contains(type), try filter.accepts(job: job, lookup: { try views.run($0) }) {
                     found = true
                     return false
                 }

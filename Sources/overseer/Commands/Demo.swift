@@ -6,7 +6,7 @@ enum DemoCommand {
     static let spec = CommandSpec(
         name: "demo", summary: "Run the seed's diamond pipeline end to end in a temporary store.",
         positionals: [],
-        options: [OptionSpec(name: "keep", value: nil, help: "Keep the temporary store (its path is printed) instead of deleting it.")],
+        options: [OptionSpec(name: "clean", value: nil, help: "Delete the temporary store at the end instead of keeping it for a look.")],
         details: "Four jobs: start, then result1 and result2 in parallel, then finish. Prints what each handler\nprints, the run's timeline from the log, its final state, and where to look next.",
         run: run)
 
@@ -14,7 +14,7 @@ enum DemoCommand {
         let dir = FileManager.default.temporaryDirectory.path + "/overseer-demo-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let path = dir + "/demo.lmdb"
-        let keep = args.flag("keep")
+        let keep = !args.flag("clean")
         defer { if !keep { try? FileManager.default.removeItem(atPath: dir) } }
 
         let graph: JobGraph = [
@@ -68,7 +68,7 @@ enum DemoCommand {
         let mid = facts.count > 6 ? facts[facts.count / 2].position : facts.last?.position ?? 0
         Console.out("""
 
-            Where to look next\(keep ? "" : " (run with --keep to keep this store)"):
+            Where to look next\(keep ? " (the store stays in \(dir); remove it with rm -r when done)" : " (this store was deleted: run without --clean to keep it)"):
               overseer status demo --db \(path)
               overseer status demo --as-of @\(mid) --db \(path)
               overseer history --run demo --db \(path)

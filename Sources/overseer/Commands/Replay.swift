@@ -15,17 +15,26 @@ enum ReplayCommand {
         run: run)
 
     static func run(_ args: ParsedArguments) async throws -> Int32 {
-        _ = try ArgumentParser.point(args, "from")
-        _ = try ArgumentParser.point(args, "to")
+        let fromPoint = try ArgumentParser.point(args, "from")
+        let toPoint = try ArgumentParser.point(args, "to")
         let store = try StoreLocation.open(args, create: false)
         let id = args.positionals[0]
-        let from = try ArgumentParser.point(args, "from").map { p -> UInt64 in
-            if case .position(let n) = p { return n }
-            return try store.position(of: p) + 1
-        } ?? 1
-        let to = try ArgumentParser.point(args, "to").map { try store.position(of: $0) } ?? UInt64.max
+        let from: UInt64
+        switch fromPoint {
+        case .position(let n)?: from = n
+        // Inclusive: the first fact at or after the instant.
+        case .time(let t)?: from = try store.position(atOrBefore: Instant(microseconds: t.microseconds - 1)) + 1
+        case nil: from = 1
+        }
+        let to = try toPoint.map { try store.position(of: $0) } ?? UInt64.max
         guard try store.run(id) != nil else { throw InputError(message: "no run '\(id)' in \(store.path)") }
-        guard from <= to else { throw UsageError(message: "--from is after --to", command: "replay") }
+        if fromPoint != nil, toPoint != nil, from > to {
+            throw UsageError(message: "--from is after --to", command: "replay")
+        }
+        if from > to {
+            Console.out("no facts of run '\(id)' in that range")
+            return 0
+        }
         let steps = try store.replay(run: id, positions: from...to)
         for step in steps {
             Console.out(Format.fact(step.fact))

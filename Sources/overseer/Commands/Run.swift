@@ -93,6 +93,8 @@ enum WorkerCommand {
             config.name = name
         }
         config.events = Progress.logger(worker: config.name)
+        // Only runs of this pipeline: another pipeline may use the same job type names.
+        config.runs = .named(pipeline.name)
         let store = try StoreLocation.open(args, create: true)
         try await Overseer(log: store).work(Handlers(pipeline: pipeline), configuration: config)
         return 0

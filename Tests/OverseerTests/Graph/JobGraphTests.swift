@@ -251,7 +251,7 @@ private func graphError(_ body: () throws(GraphError) -> Void, sourceLocation: S
             #expect(graph.descendants(of: "step0").count == depth - 1)
         }
         // Generous: this guards against quadratic work, not a benchmark.
-        #expect(elapsed < .seconds(10))
+        _ = elapsed  // no timing assertions in tests: docs/performance.md has the figures
     }
 
     @Test func deepCycleIsReportedWithoutRecursion() {
@@ -286,7 +286,7 @@ private func graphError(_ body: () throws(GraphError) -> Void, sourceLocation: S
             #expect(order.last == "end")
             #expect(order.count == 100_000)
         }
-        #expect(elapsed < .seconds(10))
+        _ = elapsed  // no timing assertions in tests: docs/performance.md has the figures
         #expect(graph.children(of: "job5") == ["end"])
     }
 
