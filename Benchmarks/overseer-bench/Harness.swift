@@ -62,6 +62,12 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
+/// The first three fields of /proc/loadavg: other work on the machine skews every figure.
+func loadAverage() -> String {
+    guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return "?" }
+    return text.split(separator: " ").prefix(3).joined(separator: " ")
+}
+
 enum Stats {
     static func median(_ xs: [Double]) -> Double {
         precondition(!xs.isEmpty)

@@ -39,7 +39,7 @@ struct LogSuite: BenchSuite {
         c.emit(self.name, name, value: value, unit: unit, baseline: baseline, ratio: ratio)
     }
 
-    /// Pre-submits `count` diamond runs (one durable write, not timed).
+    /// Pre-submits `count` diamond runs (durable writes of 500 runs each, not timed).
     private func submitRuns(_ store: LogStore, prefix: String, count: Int) throws -> [String] {
         let ids = (0..<count).map { "\(prefix)-\($0)" }
         for chunk in stride(from: 0, to: ids.count, by: 500) {

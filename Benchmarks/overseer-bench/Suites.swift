@@ -10,6 +10,7 @@ protocol BenchSuite: Sendable {
 enum BenchSuites {
     /// Every suite, in the order `overseer-bench all` runs them.
     static let all: [any BenchSuite] = [
-        LogSuite()
+        LogSuite(),
+        WorkersSuite(),
     ]
 }

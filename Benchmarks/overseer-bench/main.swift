@@ -16,6 +16,7 @@ let usage = """
     """
 
 var args = Array(CommandLine.arguments.dropFirst())
+if args.first == "_worker" { await HiddenWorker.run(Array(args.dropFirst())) }
 let quick = args.contains("--quick")
 args.removeAll { $0 == "--quick" }
 guard args.count == 1 else {
@@ -41,7 +42,7 @@ do {
 }
 var failed = false
 for suite in selected {
-    Progress.say("== suite \(suite.name)\(quick ? " (quick)" : "")")
+    Progress.say("== suite \(suite.name)\(quick ? " (quick)" : ""); load average \(loadAverage())")
     let start = ContinuousClock.now
     do {
         try await suite.run(context)
@@ -49,7 +50,7 @@ for suite in selected {
         Progress.say("suite \(suite.name) failed: \(error)")
         failed = true
     }
-    Progress.say("== suite \(suite.name) took \(Format.seconds(ContinuousClock.now - start))")
+    Progress.say("== suite \(suite.name) took \(Format.seconds(ContinuousClock.now - start)); load average \(loadAverage())")
 }
 context.cleanUp()
 exit(failed ? 1 : 0)

@@ -218,7 +218,23 @@ enum JSONWriter {
 
     static func writeString(_ value: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        for byte in value.utf8 {
+        // Fast path: nothing to escape (the common case), copy the bytes at once.
+        var utf8 = value.utf8
+        let clean: Bool? = utf8.withContiguousStorageIfAvailable { buffer in
+            for b in buffer where b < 0x20 || b == 0x22 || b == 0x5C { return false }
+            out.append(contentsOf: buffer)
+            return true
+        }
+        if clean == true {
+            out.append(UInt8(ascii: "\""))
+            return
+        }
+        if clean == nil {
+            var copy = value
+            copy.makeContiguousUTF8()
+            utf8 = copy.utf8
+        }
+        for byte in utf8 {
             switch byte {
             case UInt8(ascii: "\""): out.append(contentsOf: [0x5C, 0x22])
             case UInt8(ascii: "\\"): out.append(contentsOf: [0x5C, 0x5C])

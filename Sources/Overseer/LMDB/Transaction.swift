@@ -60,22 +60,6 @@ struct Transaction {
         return true
     }
 
-    /// Runs `body` in a nested write transaction: a throw undoes only what `body` wrote.
-    func nested<T>(_ body: (Transaction) throws -> T) throws -> T {
-        var child: OpaquePointer?
-        try check(mdb_txn_begin(environment.env, txn, 0, &child), "mdb_txn_begin (nested)", path: path)
-        let nestedTxn = Transaction(txn: child!, environment: environment)
-        let result: T
-        do {
-            result = try body(nestedTxn)
-        } catch {
-            mdb_txn_abort(child)
-            throw error
-        }
-        try check(mdb_txn_commit(child), "commit (nested)", path: path)
-        return result
-    }
-
     func count(_ db: Database) throws(LMDBError) -> Int {
         var stat = MDB_stat()
         try check(mdb_stat(txn, db.dbi, &stat), "mdb_stat", path: path)

@@ -344,7 +344,8 @@ enum GraphLayout {
         for chain in chains {
             var points: [(Double, Double)] = [(pos[chain.from].x + nodeWidths[chain.from] / 2, pos[chain.from].y)]
             for d in chain.via { points.append((pos[d].x, pos[d].y)) }
-            points.append((pos[chain.to].x - nodeWidths[chain.to] / 2 - 3, pos[chain.to].y))
+            // The arrowhead (6 points long) starts where the path ends.
+            points.append((pos[chain.to].x - nodeWidths[chain.to] / 2 - 6, pos[chain.to].y))
             var d = "M\(fmt(points[0].0)),\(fmt(points[0].1))"
             for i in 1..<points.count {
                 let (x0, y0) = points[i - 1]

@@ -501,7 +501,7 @@ code{font-size:11px;word-break:break-all}
         sub = blockers.length ? "blocked by " + blockers.join(", ") : "waiting for " + waiting + " parent" + (waiting === 1 ? "" : "s");
       }
     } else if (st === 1 && s.cl[j] >= 0) sub = "since +" + dur(s.cl[j]);
-    else if (st >= 3 && s.rsn[j] >= 0) sub = str(s.rsn[j]);
+    else if (st >= 3 && s.rsn[j] >= 0) sub = "(" + str(s.rsn[j]) + ")";
     return '<span class="st">' + STATUS[st] + "</span>" + (sub ? '<span class="sub">' + esc(sub) + "</span>" : "");
   }
   function drawTable(s, i) {
@@ -615,14 +615,14 @@ code{font-size:11px;word-break:break-all}
   document.getElementById("next").onclick = () => request(at + 1);
   let timer = 0;
   document.getElementById("play").onclick = (e) => {
-    if (timer) { clearInterval(timer); timer = 0; e.target.textContent = "▶"; return; }
+    if (timer) { clearInterval(timer); timer = 0; e.target.textContent = "play"; return; }
     if (at >= limit) at = -1;
-    e.target.textContent = "❚❚";
+    e.target.textContent = "pause";
     const step = Math.max(1, Math.round(NF / 500));
     timer = setInterval(() => {
       const n = Math.min(at + step, limit);
       render(n);
-      if (n >= limit) { clearInterval(timer); timer = 0; e.target.textContent = "▶"; }
+      if (n >= limit) { clearInterval(timer); timer = 0; e.target.textContent = "play"; }
     }, 50);
   };
   document.addEventListener("keydown", (e) => {
@@ -676,12 +676,17 @@ code{font-size:11px;word-break:break-all}
   });
   const graphSVG = document.getElementById("graph");
   const naturalW = graphSVG.getAttribute("width"), naturalH = graphSVG.getAttribute("height");
-  document.querySelectorAll("[data-gz]").forEach((b) => b.addEventListener("click", () => {
-    if (b.dataset.gz === "0") { graphSVG.setAttribute("width", "100%"); graphSVG.removeAttribute("height"); }
+  function graphZoom(fit) {
+    if (fit) { graphSVG.setAttribute("width", "100%"); graphSVG.removeAttribute("height"); }
     else { graphSVG.setAttribute("width", naturalW); graphSVG.setAttribute("height", naturalH); }
-  }));
+    document.querySelectorAll("[data-gz]").forEach((o) => o.classList.toggle("on", (o.dataset.gz === "0") === fit));
+  }
+  document.querySelectorAll("[data-gz]").forEach((b) => b.addEventListener("click", () => graphZoom(b.dataset.gz === "0")));
+  // A graph much wider than the page opens fitted (an overview of the colours); 100% shows names.
+  graphZoom(Number(naturalW) > (document.getElementById("graph-wrap").clientWidth || 900) * 1.5);
   document.querySelectorAll("[data-tz]").forEach((b) => b.addEventListener("click", () => {
     tlZoom = Number(b.dataset.tz); layoutTimeline(); drawTimeline(at);
+    document.querySelectorAll("[data-tz]").forEach((o) => o.classList.toggle("on", o === b));
   }));
   // Tooltips.
   const tip = document.getElementById("tip");

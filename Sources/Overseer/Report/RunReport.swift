@@ -39,6 +39,23 @@ public enum RunReport {
     }
 
     public static func html(store: LogStore, run: String, options: ReportOptions) throws -> String {
+        try build(store: store, run: run, options: options).html
+    }
+
+    /// A generated report, with what went into it.
+    public struct Output: Sendable {
+        public let html: String
+        /// The store's verification, unless ``ReportOptions/verify`` was false.
+        public let verify: VerifyReport?
+        /// Who drew the graph: "Graphviz dot 2.43.0" or "built-in layered layout".
+        public let layout: String
+        /// Why the built-in layout was used, when it was.
+        public let layoutNote: String?
+        /// Facts of the run embedded for time travel.
+        public let facts: Int
+    }
+
+    public static func build(store: LogStore, run: String, options: ReportOptions = ReportOptions()) throws -> Output {
         let facts = try store.history(ofRun: run)
         guard let first = facts.first, first.kind == .runCreated else {
             throw StoreError(.invalid, path: store.path, "no run '\(run)' in the store")
@@ -50,10 +67,11 @@ public enum RunReport {
         let drawing = GraphLayout.layout(
             labels: model.jobTypes, parents: model.jobParents, useDot: options.layout == .automatic, dotPath: options.dotPath,
             timeout: options.dotTimeout)
-        return ReportPage(
+        let html = ReportPage(
             model: model, drawing: drawing, storePath: store.path, headPosition: headPosition, headHash: headHash,
             verify: verify
         ).render()
+        return Output(html: html, verify: verify, layout: drawing.engine, layoutNote: drawing.fallbackReason, facts: model.factCount)
     }
 }
 
@@ -230,8 +248,8 @@ struct ReportPage {
         h += "<div id=\"fold-error\" class=\"warn\" hidden></div>\n"
         // Time travel.
         h += "<section id=\"travel\"><div class=\"controls\">"
-        h += "<button id=\"first\" title=\"First fact (Home)\">⏮</button><button id=\"prev\" title=\"Previous fact (←)\">◀</button>"
-        h += "<button id=\"play\" title=\"Play\">▶</button><button id=\"next\" title=\"Next fact (→)\">▶|</button><button id=\"last\" title=\"Last fact (End)\">⏭</button>"
+        h += "<button id=\"first\" title=\"First fact (Home)\">|◀</button><button id=\"prev\" title=\"Previous fact (←)\">◀</button>"
+        h += "<button id=\"play\" title=\"Replay from here\">play</button><button id=\"next\" title=\"Next fact (→)\">▶</button><button id=\"last\" title=\"Last fact (End)\">▶|</button>"
         h += "<input id=\"slider\" type=\"range\" min=\"0\" max=\"\(max(0, model.factCount - 1))\" value=\"\(max(0, model.factCount - 1))\" aria-label=\"log position\">"
         h += "</div><div id=\"at\"><b id=\"at-pos\"></b> <span id=\"at-time\"></span> <span id=\"at-fact\"></span></div></section>\n"
         // Graph.
@@ -253,8 +271,8 @@ struct ReportPage {
         h += "<div class=\"legend\"><span class=\"sw a-finished\"></span>finished <span class=\"sw a-failed\"></span>failed "
         h += "<span class=\"sw a-released\"></span>released for a retry <span class=\"sw a-expired\"></span>lease expired "
         h += "<span class=\"sw a-shutdown\"></span>released at shutdown <span class=\"sw a-aborted\"></span>aborted "
-        h += "<span class=\"sw a-running\"></span>running <span class=\"mk\">◆</span>late result rejected. Hover for details; click to find the job.</div>"
-        h += "<div class=\"zoom\">Width <button data-tz=\"1\">1×</button><button data-tz=\"4\">4×</button><button data-tz=\"16\">16×</button></div>"
+        h += "<span class=\"sw a-running\"></span>running <span class=\"mk\">◆</span> late result rejected. Hover for details; click to find the job.</div>"
+        h += "<div class=\"zoom\">Width <button data-tz=\"1\" class=\"on\">1×</button><button data-tz=\"4\">4×</button><button data-tz=\"16\">16×</button></div>"
         h += "<div id=\"tl-wrap\" class=\"wrap\"><div id=\"tl-space\"><canvas id=\"timeline\"></canvas></div></div></section>\n"
         // Jobs.
         h += "<section id=\"jobs-sec\"><h2>Jobs</h2><div class=\"filters\" id=\"filters\"></div>"
@@ -298,7 +316,7 @@ struct ReportPage {
     func svg() -> String {
         let f = GraphLayout.fmt
         var s = "<svg id=\"graph\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(f(drawing.width))\" height=\"\(f(drawing.height))\" viewBox=\"0 0 \(f(drawing.width)) \(f(drawing.height))\">"
-        s += "<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0L10,5L0,10z\" fill=\"#667\"/></marker></defs>"
+        s += "<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"0\" refY=\"5\" markerWidth=\"6\" markerHeight=\"6\" orient=\"auto\"><path d=\"M0,0L10,5L0,10z\" fill=\"#667\"/></marker></defs>"
         s += "<g class=\"edges\">"
         for e in drawing.edges {
             s += "<path d=\"\(e.path)\" data-e=\"\(e.from) \(e.to)\"/>"

@@ -464,10 +464,18 @@ final class StoreCore: Sendable {
 
     /// Runs one batch of requests in one write transaction (group commit). Returns whether the
     /// log grew.
+    ///
+    /// Requests run one after the other directly in the transaction. One that throws has its error
+    /// recorded; the transaction is then aborted and the batch re-run without it, so a failed
+    /// request leaves no trace and does not fail the others. (LMDB's nested transactions would
+    /// do the same, but each allocates a 2 MB dirty-page list, which dominated the cost of small
+    /// appends.) Requests are closures over the store's state, so re-running them is safe.
     static func process(_ batch: [WriteRequest], env: Environment, dbs: Databases, path: String, maximumMapSize: Int) -> Bool {
         var grew = false
+        var excluded = Set<Int>()
         while true {
-            for r in batch { r.result = nil }
+            for (i, r) in batch.enumerated() where !excluded.contains(i) { r.result = nil }
+            if excluded.count == batch.count { break }
             do {
                 try env.write { txn in
                     guard let hb = try txn.get(dbs.meta, Keys.head) else {
@@ -475,26 +483,15 @@ final class StoreCore: Sendable {
                     }
                     var writer = LogWriter(txn: txn, dbs: dbs, head: try Head(decoding: hb), path: path)
                     let start = writer.head
-                    for request in batch {
-                        let saved = writer.head
+                    for (i, request) in batch.enumerated() where !excluded.contains(i) {
                         do {
-                            let value: any Sendable
-                            if batch.count == 1 {
-                                value = try request.body(&writer)
-                            } else {
-                                value = try txn.nested { child in
-                                    writer.txn = child
-                                    defer { writer.txn = txn }
-                                    return try request.body(&writer)
-                                }
-                            }
-                            request.result = .success(value)
+                            request.result = .success(try request.body(&writer))
                         } catch let e as LMDBError where e.isMapFull {
                             throw e
                         } catch {
-                            writer.head = saved
                             request.result = .failure(error)
-                            if batch.count == 1 { throw SingleRequestFailed() }
+                            excluded.insert(i)
+                            throw RerunBatch()
                         }
                     }
                     if writer.head != start {
@@ -502,28 +499,28 @@ final class StoreCore: Sendable {
                         grew = true
                     }
                 }
-            } catch is SingleRequestFailed {
-                // The one request failed; its transaction was aborted and its error is recorded.
+            } catch is RerunBatch {
+                // The failed request's error is recorded; run the rest again from a clean state.
                 grew = false
+                continue
             } catch let e as LMDBError where e.isMapFull {
                 grew = false
                 if env.mapSize < maximumMapSize {
                     do {
                         try env.grow(minimum: nil)
-                        grew = false
                         continue
                     } catch {
-                        fail(batch, StoreError.from(error))
+                        fail(batch, StoreError.from(error), skipping: excluded)
                     }
                 } else {
-                    fail(batch, StoreError.from(e))
+                    fail(batch, StoreError.from(e), skipping: excluded)
                 }
             } catch let e as LMDBError {
                 grew = false
-                fail(batch, StoreError.from(e))
+                fail(batch, StoreError.from(e), skipping: excluded)
             } catch {
                 grew = false
-                fail(batch, error)
+                fail(batch, error, skipping: excluded)
             }
             break
         }
@@ -531,13 +528,13 @@ final class StoreCore: Sendable {
         return grew
     }
 
-    /// Fails every request: the transaction did not commit, so none of them took effect.
-    private static func fail(_ batch: [WriteRequest], _ error: any Error) {
-        for r in batch {
-            if case .failure = r.result { continue }
+    /// Fails every request that had not failed on its own: the transaction did not commit, so
+    /// none of them took effect.
+    private static func fail(_ batch: [WriteRequest], _ error: any Error, skipping excluded: Set<Int>) {
+        for (i, r) in batch.enumerated() where !excluded.contains(i) {
             r.result = .failure(error)
         }
     }
 }
 
-private struct SingleRequestFailed: Error {}
+private struct RerunBatch: Error {}

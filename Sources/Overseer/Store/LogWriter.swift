@@ -162,42 +162,37 @@ public struct LogWriter {
         }
     }
 
-    /// Appends several facts atomically: all of them, or (on the first conflict) none.
+    /// Appends several facts atomically: all of them, or (on the first conflict) none. The
+    /// expected revisions are all checked before anything is written (a job may appear more than
+    /// once: each later item expects the revision the earlier ones leave).
     public mutating func appendAll(_ items: [(FactDraft, expecting: UInt64?)]) throws -> AppendBatchOutcome {
-        let saved = head
-        do {
-            let parent = txn
-            return try parent.nested { child in
-                txn = child
-                defer { txn = parent }
-                var facts: [Fact] = []
-                facts.reserveCapacity(items.count)
-                for (index, (draft, expecting)) in items.enumerated() {
-                    let outcome = try append(draft, expecting: expecting)
-                    switch outcome {
-                    case .appended(let f): facts.append(f)
-                    case .duplicate(let f): facts.append(f)
-                    case .conflict(let e, let a):
-                        throw BatchConflict(index: index, expected: e, actual: a)
-                    }
-                }
-                return .appended(facts)
+        var planned: [String: UInt64] = [:]
+        for (index, (draft, expecting)) in items.enumerated() {
+            guard draft.kind.advancesRevision, let job = draft.job, let expecting else { continue }
+            let current: UInt64
+            if let p = planned[job] {
+                current = p
+            } else {
+                current = try views.job(job)?.revision ?? 0
             }
-        } catch let c as BatchConflict {
-            head = saved
-            return .conflict(index: c.index, expected: c.expected, actual: c.actual)
-        } catch {
-            head = saved
-            throw error
+            if current != expecting { return .conflict(index: index, expected: expecting, actual: current) }
+            planned[job] = current + 1
         }
+        // Nothing below returns a conflict; an error thrown part-way fails the whole request,
+        // and the writer re-runs the batch without it, so no partial write survives.
+        var facts: [Fact] = []
+        facts.reserveCapacity(items.count)
+        for (draft, expecting) in items {
+            switch try append(draft, expecting: expecting) {
+            case .appended(let f), .duplicate(let f): facts.append(f)
+            case .conflict(let e, let a):
+                throw StoreError(.io, path: path, "\(draft.job ?? "?") moved from revision \(e) to \(a) inside one request")
+            }
+        }
+        return .appended(facts)
     }
 }
 
-private struct BatchConflict: Error {
-    let index: Int
-    let expected: UInt64
-    let actual: UInt64
-}
 
 /// The outcome of an atomic multi-fact append.
 public enum AppendBatchOutcome: Sendable, Hashable {

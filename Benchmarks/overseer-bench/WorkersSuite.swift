@@ -1,0 +1,220 @@
+import Foundation
+import Overseer
+
+/// `overseer-bench workers`: no-op handlers on seed-shaped diamond runs (4 jobs each), durable store.
+///
+/// - workers.throughput.32: jobs finished per second by one worker process with 32 slots.
+///   Baseline: raw LMDB records/s in durable commits of 32 puts (the same run), since a claimed
+///   and finished job costs at least two appended records; ratio = jobs/s ÷ that.
+/// - workers.latency.inprocess / .crossprocess: median time from a parent's `job.finished` to its
+///   child's `job.claimed` (from the facts' own times), with one worker process, and with the
+///   children's types handled only by a second process. p99 lines too. Baseline: none.
+/// - workers.claim.1M: claim-and-finish cost per job with 1,000,000 finished jobs in the store,
+///   baseline the same with 1,000 (ratio ≤ 1.5 is the target). Measured on stores opened with
+///   `unsafeNoSync`, so that fsync (the same for both) does not hide the CPU cost that would grow.
+struct WorkersSuite: BenchSuite {
+    let name = "workers"
+
+    static let diamond: JobGraph = ["start": [], "result1": ["start"], "result2": ["start"], "finish": ["result1", "result2"]]
+
+    static func noop() -> Handlers {
+        ["start": { _ in }, "result1": { _ in }, "result2": { _ in }, "finish": { _ in }]
+    }
+
+    func run(_ context: BenchContext) async throws {
+        try await throughput(context)
+        try await inProcessLatency(context)
+        try await crossProcessLatency(context)
+        try await claimCost(context)
+    }
+
+    func config(_ name: String, concurrency: Int) -> WorkerConfiguration {
+        var c = WorkerConfiguration()
+        c.name = name
+        c.concurrency = concurrency
+        c.untilIdle = true
+        c.poll = .milliseconds(10)
+        return c
+    }
+
+    func submitDiamonds(_ store: LogStore, count: Int, prefix: String) throws {
+        var i = 0
+        while i < count {
+            let batch = min(250, count - i)
+            let first = i
+            try store.writeSync { w in
+                for k in first..<(first + batch) { _ = try w.submit(RunPlan(id: "\(prefix)\(k)", graph: WorkersSuite.diamond)) }
+            }
+            i += batch
+        }
+    }
+
+    func throughput(_ context: BenchContext) async throws {
+        let runs = context.quick ? 250 : 2500
+        var rates: [Double] = []
+        for rep in 0..<3 {
+            let path = context.path("workers-throughput-\(rep)")
+            let store = try LogStore(path: path)
+            try submitDiamonds(store, count: runs, prefix: "r")
+            let worker = Worker(store: store, handlers: WorkersSuite.noop(), configuration: config("bench", concurrency: 32))
+            let (_, seconds) = try await measureAsync { try await worker.run() }
+            let finished = try store.runs().filter { $0.status == .finished }.count * 4
+            guard finished == runs * 4 else { throw BenchError("only \(finished) of \(runs * 4) jobs finished") }
+            rates.append(Double(finished) / seconds)
+            Progress.say("workers.throughput.32 rep \(rep): \(Int(Double(finished) / seconds)) jobs/s")
+            context.remove(path)
+        }
+        let raw = try RawLMDB(path: context.path("raw-batch32"))
+        let records = 32 * (context.quick ? 100 : 400)
+        let baseline = Double(records) / (try raw.put(records: records, perCommit: 32))
+        let value = Stats.median(rates)
+        context.emit(name, "workers.throughput.32", value: value, unit: "jobs/s", baseline: baseline, ratio: value / baseline)
+    }
+
+    /// Latencies parent finish → child claim, from the log.
+    static func latencies(_ store: LogStore, runs: [String]) throws -> [Double] {
+        var out: [Double] = []
+        for run in runs {
+            let facts = try store.history(ofRun: run)
+            var finished: [String: Instant] = [:]
+            var claimed: [String: Instant] = [:]
+            for f in facts {
+                guard let job = f.job else { continue }
+                if f.kind == .jobFinished { finished[job] = f.time }
+                if f.kind == .jobClaimed, claimed[job] == nil { claimed[job] = f.time }
+            }
+            for (child, parents) in [("result1", ["start"]), ("result2", ["start"]), ("finish", ["result1", "result2"])] {
+                guard let c = claimed["\(run)/\(child)"] else { continue }
+                let p = parents.compactMap { finished["\(run)/\($0)"] }.max()
+                if let p { out.append(Double(c.microseconds - p.microseconds) / 1000) }
+            }
+        }
+        return out.sorted()
+    }
+
+    func emitLatency(_ context: BenchContext, _ label: String, _ xs: [Double]) throws {
+        guard !xs.isEmpty else { throw BenchError("\(label): no latencies measured") }
+        context.emit(name, "workers.latency.\(label)", value: Stats.median(xs), unit: "ms")
+        context.emit(name, "workers.latency.\(label).p99", value: xs[min(xs.count - 1, Int(Double(xs.count) * 0.99))], unit: "ms")
+    }
+
+    func inProcessLatency(_ context: BenchContext) async throws {
+        let path = context.path("workers-latency")
+        let store = try LogStore(path: path)
+        let runs = context.quick ? 50 : 300
+        try submitDiamonds(store, count: runs, prefix: "l")
+        let worker = Worker(store: store, handlers: WorkersSuite.noop(), configuration: config("bench", concurrency: 4))
+        try await worker.run()
+        try emitLatency(context, "inprocess", try WorkersSuite.latencies(store, runs: (0..<runs).map { "l\($0)" }))
+        context.remove(path)
+    }
+
+    /// The parents' types run in this process; the children's only in a second process (this
+    /// binary's hidden `_worker` mode), which notices them by polling the store.
+    func crossProcessLatency(_ context: BenchContext) async throws {
+        let path = context.path("workers-cross")
+        let store = try LogStore(path: path)
+        let runs = context.quick ? 30 : 200
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+        child.arguments = ["_worker", path, "result1,result2,finish", "50"]
+        try child.run()
+        defer { if child.isRunning { child.terminate() } }
+        // Submit one run at a time, so each measurement sees an idle other process.
+        let handlers: Handlers = ["start": { _ in }]
+        for k in 0..<runs {
+            _ = try store.submitSync(RunPlan(id: "x\(k)", graph: WorkersSuite.diamond))
+            let w = Worker(store: store, handlers: handlers, configuration: config("parent", concurrency: 1))
+            try await w.run()
+            while try store.run("x\(k)")?.status == .running { try await Task.sleep(for: .milliseconds(2)) }
+        }
+        child.terminate()
+        child.waitUntilExit()
+        try emitLatency(context, "crossprocess", try WorkersSuite.latencies(store, runs: (0..<runs).map { "x\($0)" }))
+        context.remove(path)
+    }
+
+    /// Fills a store with `finished` finished jobs (runs of 1,000 independent jobs), unsafeNoSync.
+    func fill(_ path: String, finished: Int) throws -> LogStore {
+        var options = StoreOptions()
+        options.durability = .unsafeNoSync
+        let store = try LogStore(path: path, options: options)
+        var graph: [String: [String]] = [:]
+        for i in 0..<1000 { graph["j\(i)"] = [] }
+        let jg = JobGraph(graph)
+        let author = Author(name: "filler")
+        for r in 0..<(finished / 1000) {
+            try store.writeSync { w in
+                _ = try w.submit(RunPlan(id: "fill\(r)", graph: jg))
+                let claims = try w.claimNext(worker: author, types: nil, count: 1000, leaseMilliseconds: 60_000)
+                for c in claims { _ = try w.complete(c, outcome: .finished(result: nil), worker: author) }
+            }
+        }
+        return store
+    }
+
+    /// Claim-and-finish cycles, one job per write, on `store`; returns µs per job.
+    func cycleCost(_ store: LogStore, jobs: Int, tag: String) throws -> Double {
+        var graph: [String: [String]] = [:]
+        for i in 0..<jobs { graph["c\(i)"] = [] }
+        _ = try store.submitSync(RunPlan(id: "probe-\(tag)", graph: JobGraph(graph)))
+        let author = Author(name: "probe")
+        let (_, seconds) = try measure {
+            for _ in 0..<jobs {
+                try store.writeSync { w in
+                    for c in try w.claimNext(worker: author, types: nil, count: 1, leaseMilliseconds: 60_000) {
+                        _ = try w.complete(c, outcome: .finished(result: nil), worker: author)
+                    }
+                }
+            }
+        }
+        return seconds / Double(jobs) * 1e6
+    }
+
+    func claimCost(_ context: BenchContext) async throws {
+        let big = context.quick ? 50_000 : 1_000_000
+        let small = 1_000
+        let probe = context.quick ? 500 : 2_000
+        let smallStore = try fill(context.path("claim-small"), finished: small)
+        let fillStart = ContinuousClock.now
+        let bigStore = try fill(context.path("claim-big"), finished: big)
+        Progress.say("filled \(big) finished jobs in \(Format.seconds(ContinuousClock.now - fillStart))")
+        var smallCosts: [Double] = []
+        var bigCosts: [Double] = []
+        for rep in 0..<3 {
+            smallCosts.append(try cycleCost(smallStore, jobs: probe, tag: "s\(rep)"))
+            bigCosts.append(try cycleCost(bigStore, jobs: probe, tag: "b\(rep)"))
+        }
+        let s = Stats.median(smallCosts)
+        let b = Stats.median(bigCosts)
+        context.emit(name, "workers.claim.\(Format.count(small))", value: s, unit: "us/job")
+        context.emit(name, "workers.claim.\(Format.count(big))", value: b, unit: "us/job", baseline: s, ratio: b / s)
+        context.remove(context.path("claim-small"))
+        context.remove(context.path("claim-big"))
+    }
+}
+
+/// The hidden `_worker STORE TYPES POLL_MS` mode: a no-op worker for the given types, until
+/// SIGTERM. Used by the cross-process latency measurement.
+enum HiddenWorker {
+    static func run(_ args: [String]) async -> Never {
+        guard args.count == 3, let poll = Int(args[2]) else {
+            Progress.say("usage: overseer-bench _worker STORE TYPES POLL_MS")
+            exit(2)
+        }
+        do {
+            let store = try LogStore(path: args[0])
+            var handlers = Handlers()
+            for t in args[1].split(separator: ",") { handlers.on(String(t)) { _ in } }
+            var c = WorkerConfiguration()
+            c.name = "child"
+            c.concurrency = 4
+            c.poll = .milliseconds(Int64(poll))
+            try await Overseer(log: store).work(handlers, configuration: c)
+            exit(0)
+        } catch {
+            Progress.say("_worker: \(error)")
+            exit(1)
+        }
+    }
+}
