@@ -16,7 +16,8 @@ demo: setup
 	$$($(SWIFT) build $(SWIFT_FLAGS) --show-bin-path)/overseer demo
 
 ## Builds everything (no warnings allowed) and runs the whole test suite.
-test: setup
+test:
+	@scripts/setup.sh --extras
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
 

@@ -396,9 +396,16 @@ final class StoreCore: Sendable {
                 commits.notify()
             }
         }
+        self.watcher = ChangeWatcher(file: directory + "/data.mdb", signal: commits)
     }
 
-    deinit { writer.stop() }
+    /// Wakes this process's waiters when another process writes the store.
+    private let watcher: ChangeWatcher?
+
+    deinit {
+        writer.stop()
+        watcher?.stop()
+    }
 
     /// Checks the format marker (or creates the store), and opens every database.
     private static func prepare(_ env: Environment, path: String, dataExisted: Bool) throws -> Databases {
@@ -538,3 +545,49 @@ final class StoreCore: Sendable {
 }
 
 private struct RerunBatch: Error {}
+
+/// Notices writes to the data file by any process through inotify (IN_MODIFY fires on LMDB's
+/// page writes, the meta page's last), and wakes the in-process waiters at once, so workers in
+/// other processes pick up newly ready jobs without waiting for their poll. Polling stays as
+/// the fallback: where inotify is unavailable (or on network file systems) this is nil.
+final class ChangeWatcher: Sendable {
+    private final class Flag: Sendable {
+        let value = Mutex(false)
+    }
+    private let fd: Int32
+    private let stopped = Flag()
+    private let done = DispatchSemaphore(value: 0)
+
+    init?(file: String, signal: CommitSignal) {
+        let fd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
+        guard fd >= 0 else { return nil }
+        guard inotify_add_watch(fd, file, UInt32(IN_MODIFY)) >= 0 else {
+            close(fd)
+            return nil
+        }
+        self.fd = fd
+        let stopped = self.stopped
+        let done = self.done
+        let thread = Thread {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            while !stopped.value.withLock({ $0 }) {
+                pfd.revents = 0
+                let ready = poll(&pfd, 1, 250)
+                guard ready > 0 else { continue }
+                // Drain every queued event; one wake-up serves them all.
+                while buffer.withUnsafeMutableBytes({ read(fd, $0.baseAddress, $0.count) }) > 0 {}
+                signal.notify()
+            }
+            done.signal()
+        }
+        thread.name = "overseer-watch"
+        thread.start()
+    }
+
+    func stop() {
+        stopped.value.withLock { $0 = true }
+        done.wait()
+        close(fd)
+    }
+}

@@ -26,18 +26,33 @@ enum ReportCommand {
         var options = ReportOptions()
         if args.flag("no-dot") { options.layout = .builtIn }
         options.verify = !args.flag("no-verify")
-        let html = try RunReport.html(store: store, run: runID, options: options)
-        let data = Data(html.utf8)
+        let report = try RunReport.build(store: store, run: runID, options: options)
+        let data = Data(report.html.utf8)
         if output == "-" {
             FileHandle.standardOutput.write(data)
-            return 0
+        } else {
+            do {
+                try data.write(to: URL(fileURLWithPath: output), options: .atomic)
+            } catch {
+                let dir = (output as NSString).deletingLastPathComponent.isEmpty ? "." : (output as NSString).deletingLastPathComponent
+                var isDirectory: ObjCBool = false
+                let reason: String
+                if !FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory) || !isDirectory.boolValue {
+                    reason = "the directory \(dir) does not exist"
+                } else if !FileManager.default.isWritableFile(atPath: dir) {
+                    reason = "the directory \(dir) is not writable"
+                } else {
+                    reason = (error as NSError).localizedDescription
+                }
+                throw InputError(message: "cannot write \(output): \(reason)")
+            }
+            let size = data.count < 1 << 20 ? "\(max(1, data.count / 1024)) KiB" : String(format: "%.1f MiB", Double(data.count) / 1_048_576)
+            Console.error("wrote \(output) (\(size)): run \(runID), \(report.facts) facts, graph by \(report.layout)\(report.layoutNote.map { " (\($0))" } ?? "")")
         }
-        do {
-            try data.write(to: URL(fileURLWithPath: output), options: .atomic)
-        } catch {
-            throw InputError(message: "cannot write \(output): \((error as NSError).localizedDescription)")
+        if let verify = report.verify, !verify.ok {
+            Console.error("overseer report: the store failed verification, as the report shows: \(verify)")
+            return 1
         }
-        Console.error("wrote \(output) (\(String(format: "%.1f", Double(data.count) / 1_048_576)) MiB): run \(runID)")
         return 0
     }
 }
