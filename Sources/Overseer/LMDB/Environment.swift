@@ -71,25 +71,7 @@ final class Environment: @unchecked Sendable {
 
     /// Runs `body` in a read-only transaction. Bytes borrowed from the map are valid only inside.
     func read<T>(_ body: (Transaction) throws -> T) throws -> T {
-        while true {
-            pthread_rwlock_rdlock(&resizeLock)
-            let txn: Transaction
-            do {
-                txn = try begin(flags: UInt32(MDB_RDONLY))
-            } catch let error where error.isMapResized {
-                pthread_rwlock_unlock(&resizeLock)
-                try adoptMapSize()
-                continue
-            } catch {
-                pthread_rwlock_unlock(&resizeLock)
-                throw error
-            }
-            defer {
-                mdb_txn_abort(txn.txn)
-                pthread_rwlock_unlock(&resizeLock)
-            }
-            return try body(txn)
-        }
+        try transaction(readOnly: true, commit: false, body)
     }
 
     /// Opens named databases in a read-only transaction and keeps their handles: lmdb.h says a
@@ -97,28 +79,23 @@ final class Environment: @unchecked Sendable {
     /// transaction is successfully committed. If the transaction is aborted the handle will be
     /// closed automatically", so this one commits.
     func openDatabases<T>(_ body: (Transaction) throws -> T) throws -> T {
-        pthread_rwlock_rdlock(&resizeLock)
-        defer { pthread_rwlock_unlock(&resizeLock) }
-        let txn = try begin(flags: UInt32(MDB_RDONLY))
-        let result: T
-        do {
-            result = try body(txn)
-        } catch {
-            mdb_txn_abort(txn.txn)
-            throw error
-        }
-        try check(mdb_txn_commit(txn.txn), "commit (open databases)", path: path)
-        return result
+        try transaction(readOnly: true, commit: true, body)
     }
 
     /// Runs `body` in a write transaction; a return commits (with fsync unless opened `noSync`),
     /// a throw aborts. Call only from the store's writer thread.
     func write<T>(_ body: (Transaction) throws -> T) throws -> T {
+        try transaction(readOnly: false, commit: true, body)
+    }
+
+    /// One transaction, holding `resizeLock` shared throughout. When another process grew the
+    /// map (MDB_MAP_RESIZED at begin), adopts the new size and begins again.
+    private func transaction<T>(readOnly: Bool, commit: Bool, _ body: (Transaction) throws -> T) throws -> T {
         while true {
             pthread_rwlock_rdlock(&resizeLock)
             let txn: Transaction
             do {
-                txn = try begin(flags: 0)
+                txn = try begin(flags: readOnly ? UInt32(MDB_RDONLY) : 0)
             } catch let error where error.isMapResized {
                 pthread_rwlock_unlock(&resizeLock)
                 try adoptMapSize()
@@ -135,7 +112,11 @@ final class Environment: @unchecked Sendable {
                 mdb_txn_abort(txn.txn)
                 throw error
             }
-            try check(mdb_txn_commit(txn.txn), "commit", path: path)
+            if commit {
+                try check(mdb_txn_commit(txn.txn), readOnly ? "commit (open databases)" : "commit", path: path)
+            } else {
+                mdb_txn_abort(txn.txn)
+            }
             return result
         }
     }

@@ -298,29 +298,6 @@ public struct Fact: Sendable, Hashable, CustomStringConvertible {
         self.hash = hash
     }
 
-    init(
-        position: UInt64, time: Instant, draft: FactDraft, revision: UInt64?, prev: Digest
-    ) {
-        self.position = position
-        self.time = time
-        self.id = draft.id
-        self.kind = draft.kind
-        self.run = draft.run
-        self.job = draft.job
-        self.revision = revision
-        self.worker = draft.author.name
-        self.host = draft.author.host
-        self.pid = draft.author.pid
-        self.attempt = draft.attempt
-        self.reason = draft.reason
-        self.data = draft.data
-        self.prev = prev
-        self.hash = Digest.sha256(FactCoding.body(
-            position: position, time: time, id: draft.id, kind: draft.kind, run: draft.run, job: draft.job,
-            revision: revision, worker: draft.author.name, host: draft.author.host, pid: draft.author.pid,
-            attempt: draft.attempt, reason: draft.reason, data: draft.data, prev: prev))
-    }
-
     fileprivate init(decoded f: FactCoding.Fields) {
         position = f.position
         time = f.time

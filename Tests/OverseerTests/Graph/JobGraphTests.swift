@@ -303,7 +303,7 @@ private func graphError(_ body: () throws(GraphError) -> Void, sourceLocation: S
     /// Random small graphs, some with cycles, checked against brute force.
     @Test func randomGraphsAgreeWithBruteForce() throws {
         let seed: UInt64 = 0x5EED_0F_6_AF
-        var random = SplitMix64(seed: seed)
+        var random = SplitMixRNG(seed: seed)
         for round in 0..<300 {
             let count = Int(random.next() % 12) + 1
             let names = (0..<count).map { "n\($0)" }
@@ -387,15 +387,3 @@ private func graphError(_ body: () throws(GraphError) -> Void, sourceLocation: S
     }
 }
 
-/// A small seeded generator, so a failing randomized test can be replayed.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

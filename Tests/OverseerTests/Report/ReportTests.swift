@@ -47,7 +47,7 @@ struct RunWriter {
 
 /// A layered graph: `layers` × `width` jobs, each after one to three jobs of the layer before.
 func layeredGraph(layers: Int, width: Int, seed: UInt64 = 42) -> (JobGraph, [[String]]) {
-    var rng = SeededGenerator(seed: seed)
+    var rng = SplitMixRNG(seed: seed)
     var parents: [String: [String]] = [:]
     var names: [[String]] = []
     for l in 0..<layers {
@@ -67,17 +67,6 @@ func layeredGraph(layers: Int, width: Int, seed: UInt64 = 42) -> (JobGraph, [[St
     return (JobGraph(parents), names)
 }
 
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Headless Chromium, when installed.
 let reportChromium: String? = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
@@ -217,7 +206,7 @@ func embeddedData(_ html: String) throws -> JSONValue {
             let (graph, names) = layeredGraph(layers: 40, width: 50)
             let plan = RunPlan(id: "big", graph: graph, name: "big")
             var w = try RunWriter(store: store, plan: plan)
-            var rng = SeededGenerator(seed: 7)
+            var rng = SplitMixRNG(seed: 7)
             var n = 0
             for row in names {
                 for type in row {
