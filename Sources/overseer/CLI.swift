@@ -86,17 +86,9 @@ enum CLI {
                 Console.error("overseer \(command.name): store \(Redact.text(e.description))")
                 return 3
             }
-        case let e as PipelineError:
-            Console.error("overseer \(command.name): \(e.description)")
-            return 2
-        case let e as GraphError:
-            Console.error("overseer \(command.name): \(e.description)")
-            return 2
-        case let e as SubmitError:
-            Console.error("overseer \(command.name): \(e.description)")
-            return 2
-        case let e as ExportError:
-            Console.error("overseer \(command.name): \(e.description)")
+        case is PipelineError, is GraphError, is SubmitError, is ExportError:
+            // Invalid input: the error's own description names the file, job or field.
+            Console.error("overseer \(command.name): \(error)")
             return 2
         case let e as FoldError:
             Console.error("overseer \(command.name): refused: \(e.description)")

@@ -145,26 +145,22 @@ struct LMDBViews: FoldTarget {
             throw ViewCorruption(what: "ready entry of '\(entry.job)' missing")
         }
     }
-    func active(_ type: String) throws -> Int {
-        guard let b = try txn.get(dbs.active, Array(type.utf8)), b.count == 8 else { return 0 }
+    func active(_ type: String) throws -> Int { try counter(dbs.active, type) }
+    func setActive(_ type: String, _ count: Int) throws { try setCounter(dbs.active, type, count) }
+    func unfinishedParents(_ job: String) throws -> Int { try counter(dbs.waiting, job) }
+    func setUnfinishedParents(_ job: String, _ count: Int) throws { try setCounter(dbs.waiting, job, count) }
+
+    /// A count stored as 8 big-endian bytes; absent means 0.
+    private func counter(_ db: Database, _ key: String) throws -> Int {
+        guard let b = try txn.get(db, Array(key.utf8)), b.count == 8 else { return 0 }
         return Int(readBigEndian64(b))
     }
-    func setActive(_ type: String, _ count: Int) throws {
+
+    private func setCounter(_ db: Database, _ key: String, _ count: Int) throws {
         if count == 0 {
-            try txn.delete(dbs.active, Array(type.utf8))
+            try txn.delete(db, Array(key.utf8))
         } else {
-            try txn.put(dbs.active, Array(type.utf8), Keys.position(UInt64(count)))
-        }
-    }
-    func unfinishedParents(_ job: String) throws -> Int {
-        guard let b = try txn.get(dbs.waiting, Array(job.utf8)), b.count == 8 else { return 0 }
-        return Int(readBigEndian64(b))
-    }
-    func setUnfinishedParents(_ job: String, _ count: Int) throws {
-        if count == 0 {
-            try txn.delete(dbs.waiting, Array(job.utf8))
-        } else {
-            try txn.put(dbs.waiting, Array(job.utf8), Keys.position(UInt64(count)))
+            try txn.put(db, Array(key.utf8), Keys.position(UInt64(count)))
         }
     }
 }
