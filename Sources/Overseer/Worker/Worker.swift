@@ -173,6 +173,11 @@ public final class Worker: Sendable {
                     // Wait for whichever comes first: a commit in this process (a finished parent, a
                     // new run), a freed slot, or the poll interval (commits by other processes).
                     let (poll, store, wake) = (configuration.poll, self.store, self.wake)
+                    if free <= 0 {
+                        // Every slot is busy: only a freed slot matters, not the commits.
+                        await wake.wait(timeout: poll)
+                        continue
+                    }
                     let seen = (try? store.lastPosition()) ?? 0
                     await withTaskGroup(of: Void.self) { waits in
                         waits.addTask { try? await store.waitForAppend(after: seen, timeout: poll) }
