@@ -66,14 +66,17 @@ enum DemoCommand {
         let report = try log.verify()
         Console.out("\nverify: \(report)")
         let mid = facts.count > 6 ? facts[facts.count / 2].position : facts.last?.position ?? 0
+        // Name the binary as it was run, so the commands work without it on PATH.
+        let exe = CommandLine.arguments[0].contains("/") ? CommandLine.arguments[0] : "overseer"
         Console.out("""
 
             Where to look next\(keep ? " (the store stays in \(dir); remove it with rm -r when done)" : " (this store was deleted: run without --clean to keep it)"):
-              overseer status demo --db \(path)
-              overseer status demo --as-of @\(mid) --db \(path)
-              overseer history --run demo --db \(path)
-              overseer replay demo --db \(path)
-              overseer export --output demo.jsonl --db \(path) && overseer verify demo.jsonl
+              \(exe) status demo --db \(path)
+              \(exe) status demo --as-of @\(mid) --db \(path)
+              \(exe) history --run demo --db \(path)
+              \(exe) replay demo --db \(path)
+              \(exe) report demo --output demo.html --db \(path)
+              \(exe) export --output demo.jsonl --db \(path) && \(exe) verify demo.jsonl
             """)
         return snapshot.run.status == .finished && report.ok ? 0 : 1
     }
