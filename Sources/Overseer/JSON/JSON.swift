@@ -101,6 +101,25 @@ extension JSONValue {
         return nil
     }
 
+    /// Nesting depth: 0 for a scalar, 1 for a flat array or object. Iterative, so any depth is safe.
+    public var depth: Int {
+        var deepest = 0
+        var stack: [(JSONValue, Int)] = [(self, 0)]
+        while let (value, level) = stack.popLast() {
+            switch value {
+            case .array(let items):
+                deepest = max(deepest, level + 1)
+                for item in items { stack.append((item, level + 1)) }
+            case .object(let members):
+                deepest = max(deepest, level + 1)
+                for (_, item) in members { stack.append((item, level + 1)) }
+            default:
+                deepest = max(deepest, level)
+            }
+        }
+        return deepest
+    }
+
     public var isNull: Bool {
         if case .null = self { return true }
         return false

@@ -124,6 +124,11 @@ public struct LogWriter {
         guard case .object = draft.data else {
             throw StoreError(.invalid, path: path, "a fact's data must be a JSON object")
         }
+        // The line must parse back: the fact object and its data take two of the parser's levels.
+        let depth = draft.data.depth
+        if depth > JSONValue.maximumDepth - 2 {
+            throw StoreError(.invalid, path: path, "a \(draft.kind) fact's data is nested \(depth) levels deep; the limit is \(JSONValue.maximumDepth - 2)")
+        }
         let position = head.position + 1
         let time = now
         let (fact, line) = Fact.make(position: position, time: time, draft: draft, revision: revision, prev: head.hash)

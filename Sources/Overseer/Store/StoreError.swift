@@ -43,7 +43,8 @@ extension StoreError {
         if error.code == EACCES || error.code == EROFS || error.code == EPERM {
             return StoreError(.unwritable, path: error.path, "\(error.operation): permission denied or read-only file system (\(String(cString: strerror(error.code))))")
         }
-        if error.isNoSpace {
+        // LMDB reports a short write (what a full file system gives) as EIO: tell it apart.
+        if error.isNoSpace || (error.code == EIO && StoreError.diskIsFull(error.path)) {
             return StoreError(.full, path: error.path, "\(error.operation): no space left on device; nothing was written. Free some space and retry.")
         }
         if error.isMapFull {
@@ -57,5 +58,14 @@ extension StoreError {
 }
 
 import CLMDB
+
+extension StoreError {
+    /// Whether the file system holding `path` has (almost) no space left for LMDB's next pages.
+    static func diskIsFull(_ path: String) -> Bool {
+        var fs = statvfs()
+        guard statvfs(path, &fs) == 0 else { return false }
+        return UInt64(fs.f_bavail) * UInt64(fs.f_frsize) < 1 << 20
+    }
+}
 
 func mdb_strerror_safe(_ code: Int32) -> UnsafeMutablePointer<CChar> { mdb_strerror(code) }

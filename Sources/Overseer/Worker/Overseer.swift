@@ -122,38 +122,77 @@ public final class Overseer: Sendable {
     public func status(run: String) throws -> RunSnapshot? { try log.snapshot(ofRun: run) }
 }
 
-/// SIGTERM/SIGINT handling through Dispatch signal sources. Set up outside any actor, with
+/// SIGTERM/SIGINT handling through Dispatch signal sources, shared by the whole process.
+///
+/// The sources are created once and never cancelled: libdispatch installs its own signal handler
+/// the first time, and resetting the disposition afterwards (to let a signal kill the process
+/// again) would silently break every later source for that signal. Instead each `install`
+/// registers a handler; a signal with no handler registered restores the default disposition and
+/// re-raises itself, so the process ends as it would have. Set up outside any actor, with
 /// `@Sendable` handlers (see docs/ARCHITECTURE.md: a MainActor-isolated closure here traps).
-final class SignalTrap: @unchecked Sendable {
-    // @unchecked: Dispatch sources are thread-safe; they are only resumed here and cancelled once.
-    private let sources: [any DispatchSourceSignal]
+final class SignalTrap: Sendable {
+    private let id: UInt64
 
-    private init(sources: [any DispatchSourceSignal]) { self.sources = sources }
+    private init(id: UInt64) { self.id = id }
+
+    private struct Entry {
+        let handler: @Sendable (Bool) -> Void
+        var signals: Int
+    }
+
+    private final class Registry: @unchecked Sendable {
+        // @unchecked: `sources` is written once, under `state`'s lock; Dispatch sources are thread-safe.
+        let state = Mutex<(next: UInt64, entries: [UInt64: Entry])>((0, [:]))
+        var sources: [any DispatchSourceSignal] = []
+        let once = Mutex(false)
+
+        func startIfNeeded() {
+            once.withLock { started in
+                guard !started else { return }
+                started = true
+                for sig in [SIGTERM, SIGINT] {
+                    signal(sig, SIG_IGN)
+                    let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                    source.setEventHandler { @Sendable [self] in self.deliver(sig) }
+                    source.resume()
+                    sources.append(source)
+                }
+            }
+        }
+
+        func deliver(_ sig: Int32) {
+            let calls = state.withLock { s -> [(@Sendable (Bool) -> Void, Bool)] in
+                var out: [(@Sendable (Bool) -> Void, Bool)] = []
+                for key in s.entries.keys.sorted() {
+                    s.entries[key]!.signals += 1
+                    out.append((s.entries[key]!.handler, s.entries[key]!.signals > 1))
+                }
+                return out
+            }
+            if calls.isEmpty {
+                // Nobody is working: behave as if we had never caught it.
+                signal(sig, SIG_DFL)
+                raise(sig)
+                return
+            }
+            for (handler, second) in calls { handler(second) }
+        }
+    }
+
+    private static let registry = Registry()
 
     /// `handler(second)` is called on the first signal with false, on later ones with true.
     static func install(_ handler: @escaping @Sendable (Bool) -> Void) -> SignalTrap {
-        let count = Counter()
-        var sources: [any DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { @Sendable in handler(count.increment() > 1) }
-            source.resume()
-            sources.append(source)
+        registry.startIfNeeded()
+        let id = registry.state.withLock { s -> UInt64 in
+            s.next += 1
+            s.entries[s.next] = Entry(handler: handler, signals: 0)
+            return s.next
         }
-        return SignalTrap(sources: sources)
+        return SignalTrap(id: id)
     }
 
     func remove() {
-        for s in sources { s.cancel() }
-        signal(SIGTERM, SIG_DFL)
-        signal(SIGINT, SIG_DFL)
-    }
-
-    private final class Counter: Sendable {
-        private let value = Mutex(0)
-        func increment() -> Int { value.withLock { $0 += 1; return $0 } }
+        _ = SignalTrap.registry.state.withLock { $0.entries.removeValue(forKey: id) }
     }
 }
-
-
