@@ -21,10 +21,12 @@ let package = Package(
         .executableTarget(
             name: "overseer-bench", dependencies: ["Overseer", "CLMDB"],
             path: "Benchmarks/overseer-bench", swiftSettings: strict),
+        // The fault-injection harness and its independent checker (docs/reliability.md).
+        .executableTarget(name: "overseer-torture", dependencies: ["Overseer"], path: "Tools/Torture", swiftSettings: strict),
         // Spawned by the tests as a separate process: claim races, crash loops.
         .executableTarget(
             name: "overseer-probe", dependencies: ["Overseer"], path: "Tests/Probe", swiftSettings: strict),
-        .testTarget(name: "OverseerTests", dependencies: ["Overseer", "overseer-probe"], swiftSettings: strict),
+        .testTarget(name: "OverseerTests", dependencies: ["Overseer", "overseer-probe", "overseer"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["Overseer", "overseer"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -4,6 +4,7 @@
 //     (with GO_FILE: prints "ready" once the store is open, then waits for GO_FILE to exist)
 //   overseer-probe append-loop STORE
 //   overseer-probe open STORE [UID]   (opens, as UID when given, and verifies; prints the outcome)
+//   overseer-probe work-twice STORE   (Overseer.work twice in one process; SIGTERM must stop the second)
 import Foundation
 import Overseer
 
@@ -107,6 +108,34 @@ case "append-loop":
             exit(1)
         }
     }
+case "work-twice":
+    // Overseer.work twice in one process (the first returns at once, idle), then SIGTERM must
+    // stop the second as it stops the first: prints "ready", then "stopped" after the signal.
+    // Start as a process launched from a shell does: no signal blocked (a test runner may pass
+    // its own mask on to its children).
+    var none = sigset_t()
+    sigemptyset(&none)
+    pthread_sigmask(SIG_SETMASK, &none, nil)
+    let s = store
+    let done = DispatchSemaphore(value: 0)
+    Task.detached {
+        let handlers = Handlers(["noop": { _ in }])
+        var config = WorkerConfiguration()
+        config.untilIdle = true
+        do {
+            try await Overseer(log: s).work(handlers, configuration: config)
+            config.untilIdle = false
+            print("ready")
+            fflush(nil)
+            try await Overseer(log: s).work(handlers, configuration: config)
+            print("stopped")
+        } catch {
+            print("error \(error)")
+        }
+        fflush(nil)
+        done.signal()
+    }
+    done.wait()
 default:
     usage()
 }
