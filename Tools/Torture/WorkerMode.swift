@@ -75,9 +75,9 @@ enum WorkerMode {
         config.shutdownGrace = .seconds(2)
         config.events = { e in journal.record(e) }
         journal.line("N start \(name) pid \(getpid())")
-        // SIGTERM drains the current worker. The handler is installed once for the process:
-        // Overseer.work installs its own on every call, and a second call in one process no
-        // longer receives the signal (see docs/reliability.md), which a restart loop would hit.
+        // SIGTERM drains the current worker: one handler for the process, shared by the restarts
+        // below. (Before fc18a51, a second Overseer.work in a process ignored SIGTERM; see
+        // docs/reliability.md, B75.)
         let current = Mutex<Worker?>(nil)
         let stopRequested = Mutex(false)
         signal(SIGTERM, SIG_IGN)

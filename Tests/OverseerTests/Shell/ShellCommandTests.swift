@@ -32,11 +32,11 @@ private func isAlive(_ pid: Int32) -> Bool {
     return state != "Z" && state != "X"
 }
 
-/// Polls until `file` has `lines` non-empty lines (or 10 s pass); returns them.
+/// Polls until `file` has `lines` non-empty lines (or 60 s pass, generous for a loaded machine); returns them.
 private func waitForLines(_ file: String, _ lines: Int) async throws -> [String] {
     let clock = ContinuousClock()
     let start = clock.now
-    while clock.now - start < .seconds(10) {
+    while clock.now - start < .seconds(60) {
         if let text = try? String(contentsOfFile: file, encoding: .utf8) {
             let found = text.split(separator: "\n").map(String.init)
             if found.count >= lines { return found }
