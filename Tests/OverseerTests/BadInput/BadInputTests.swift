@@ -638,13 +638,7 @@ func elapsed<T>(_ body: () async throws -> T) async rethrows -> (T, Double) {
         defer { dir.cleanup() }
         let path = dir.path + "/db"
         try makeFilledStore(path, runs: 1)
-        do {
-            let env = try Environment(directory: path, path: path, mapSize: 256 << 20, maxDatabases: 20, maxReaders: 16, noSync: false)
-            try env.write { txn in
-                let meta = try env.openDatabase("meta", in: txn, create: false)!
-                try txn.put(meta, Keys.format, Array("overseer-log 2".utf8))
-            }
-        }
+        try rewriteFormatMarker(path, to: "overseer-log 2")
         let before = sha256OfFile(path + "/data.mdb")
         let e = try #require(storeOpenError(path))
         #expect(e.code == .newerFormat)

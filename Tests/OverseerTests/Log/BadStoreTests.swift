@@ -214,14 +214,7 @@ func probeOpenStore(_ path: String, uid: UInt32? = nil) throws -> (lines: [Strin
         defer { dir.cleanup() }
         let path = dir.path + "/db.lmdb"
         try makeFilledStore(path, runs: 1)
-        do {
-            let env = try Environment(directory: path, path: path, mapSize: 256 << 20, maxDatabases: 16, maxReaders: 16, noSync: false)
-            try env.write { txn in
-                let meta = try env.openDatabase("meta", in: txn, create: false)!
-                #expect(try txn.getBytes(meta, Keys.format) == Array("overseer-log 1".utf8))
-                try txn.put(meta, Keys.format, Array("overseer-log 99".utf8))
-            }
-        }
+        #expect(try rewriteFormatMarker(path, to: "overseer-log 99") == Array("overseer-log 1".utf8))
         let before = try #require(sha256OfFile(path + "/data.mdb"))
         let e = try #require(storeOpenError(path))
         #expect(e.code == .newerFormat)

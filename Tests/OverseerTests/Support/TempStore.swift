@@ -68,3 +68,16 @@ extension LogStore {
             expecting: state.revision)
     }
 }
+
+/// Rewrites a closed store's format marker through a raw environment (as a newer Overseer
+/// would have left it); returns the marker it found there.
+@discardableResult
+func rewriteFormatMarker(_ path: String, to marker: String) throws -> [UInt8]? {
+    let env = try Environment(directory: path, path: path, mapSize: 256 << 20, maxDatabases: 20, maxReaders: 16, noSync: false)
+    return try env.write { txn in
+        let meta = try env.openDatabase("meta", in: txn, create: false)!
+        let found = try txn.getBytes(meta, Keys.format)
+        try txn.put(meta, Keys.format, Array(marker.utf8))
+        return found
+    }
+}
