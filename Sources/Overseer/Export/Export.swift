@@ -139,9 +139,10 @@ extension LogWriter {
         }
         var v = views
         try Fold.apply(fact, to: &v)
-        try txn.put(dbs.facts, Keys.position(fact.position), fact.line, append: true)
+        try txn.appendFact(dbs.facts, fact, line: fact.line)
         try writeIndexes(of: fact)
         head = Head(position: fact.position, hash: fact.hash, time: fact.time)
+        if firstAppendedID == nil { firstAppendedID = fact.id }
     }
 }
 
@@ -286,5 +287,68 @@ final class OutputFile {
             try? handle.close()
             unlink(temp)
         }
+    }
+}
+
+/// What ``LogStore/copy(from:chunk:progress:)`` did.
+public struct CopyReport: Sendable {
+    /// Facts copied.
+    public let facts: Int
+    /// The destination's verification after the copy.
+    public let verify: VerifyReport
+    /// The head hash of both logs (they are equal, or the copy throws).
+    public let headHash: Digest
+}
+
+extension LogStore {
+    /// Copies every fact of `source` into this store, verbatim (same positions, times and
+    /// hashes), then verifies this store and checks that both heads agree. This store must be
+    /// empty. How users move a log between LMDB and PostgreSQL, either way.
+    ///
+    /// The copy runs in chunks, each one write transaction; if any fails, the facts copied so
+    /// far are removed again, so a failed copy leaves the destination empty.
+    @discardableResult
+    public func copy(from source: LogStore, chunk: Int = 2048, progress: ((Int, UInt64) -> Void)? = nil) throws -> CopyReport {
+        let total = try source.lastPosition()
+        guard try lastPosition() == 0 else {
+            throw StoreError(.invalid, path: path, "copy needs an empty destination; this one holds \(try lastPosition()) facts")
+        }
+        var copied: UInt64 = 0
+        do {
+            while copied < total {
+                let upper = min(copied + UInt64(chunk), total)
+                var facts: [Fact] = []
+                facts.reserveCapacity(chunk)
+                try source.forEachFact(in: (copied + 1)...upper) { fact in
+                    facts.append(fact)
+                    return true
+                }
+                guard facts.count == Int(upper - copied) else {
+                    throw StoreError(.corrupt, path: source.path, "positions \(copied + 1)–\(upper) should hold \(upper - copied) facts, found \(facts.count)")
+                }
+                let batch = facts
+                try writeSync { writer in
+                    for f in batch { try writer.appendVerbatim(f) }
+                }
+                copied = upper
+                progress?(Int(copied), total)
+            }
+        } catch {
+            if copied > 0 {
+                let written = copied
+                try? writeSync { writer in try writer.resetEmptyStore(expectingOnly: written) }
+            }
+            throw error
+        }
+        let report = try verify()
+        // The source may have grown meanwhile: compare with its fact at the copied position.
+        let sourceHead = total == 0 ? Digest.zero : (try source.fact(at: total)?.hash ?? .zero)
+        guard report.ok else {
+            throw StoreError(.corrupt, path: path, "the copy does not verify: \(report.firstViolation.map { "\($0)" } ?? "unknown")")
+        }
+        guard report.headHash == sourceHead, UInt64(report.facts) == total else {
+            throw StoreError(.corrupt, path: path, "the copy's head \(report.headHash.hex) (\(report.facts) facts) differs from the source's \(sourceHead.hex) (\(total) facts)")
+        }
+        return CopyReport(facts: Int(total), verify: report, headHash: sourceHead)
     }
 }

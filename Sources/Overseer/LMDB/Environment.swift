@@ -109,13 +109,13 @@ final class Environment: @unchecked Sendable {
             do {
                 result = try body(txn)
             } catch {
-                mdb_txn_abort(txn.txn)
+                mdb_txn_abort(txn.txn!)
                 throw error
             }
             if commit {
-                try check(mdb_txn_commit(txn.txn), readOnly ? "commit (open databases)" : "commit", path: path)
+                try check(mdb_txn_commit(txn.txn!), readOnly ? "commit (open databases)" : "commit", path: path)
             } else {
-                mdb_txn_abort(txn.txn)
+                mdb_txn_abort(txn.txn!)
             }
             return result
         }
@@ -124,7 +124,7 @@ final class Environment: @unchecked Sendable {
     private func begin(flags: UInt32) throws(LMDBError) -> Transaction {
         var txn: OpaquePointer?
         try check(mdb_txn_begin(env, nil, flags, &txn), "mdb_txn_begin", path: path)
-        return Transaction(txn: txn!, environment: self)
+        return Transaction(lmdb: txn!, environment: self)
     }
 
     /// Grows the map to at least `minimum` bytes (doubling), holding off every transaction of this

@@ -1,17 +1,33 @@
 import CLMDB
 import Foundation
 
-/// A live LMDB transaction, valid only inside the closure that received it.
+/// A live store transaction, valid only inside the closure that received it: an LMDB
+/// transaction, or one of a ``StoreBackend`` (PostgreSQL). Everything above the storage layer
+/// (the writer, the fold, verify, export) works through this one type.
 ///
-/// Buffers returned by ``get(_:_:)`` and cursors point into the memory map; they are valid until
-/// the transaction ends or the same key is written, so callers decode or copy them at once.
+/// Buffers returned by ``get(_:_:)`` and cursors point into the memory map (or the backend's
+/// transaction buffers); they are valid until the transaction ends or the same key is written,
+/// so callers decode or copy them at once.
 struct Transaction {
-    let txn: OpaquePointer
-    unowned let environment: Environment
+    /// The LMDB transaction; nil for a backend transaction.
+    let txn: OpaquePointer?
+    let backend: (any BackendTransaction)?
+    let path: String
 
-    var path: String { environment.path }
+    init(lmdb txn: OpaquePointer, environment: Environment) {
+        self.txn = txn
+        self.backend = nil
+        self.path = environment.path
+    }
 
-    func get(_ db: Database, _ key: [UInt8]) throws(LMDBError) -> UnsafeRawBufferPointer? {
+    init(backend: any BackendTransaction, path: String) {
+        self.txn = nil
+        self.backend = backend
+        self.path = path
+    }
+
+    func get(_ db: Database, _ key: [UInt8]) throws -> UnsafeRawBufferPointer? {
+        guard let txn else { return try backend!.get(Int(db.dbi), key) }
         var result: UnsafeRawBufferPointer?
         var rc: Int32 = 0
         key.withUnsafeBytes { k in
@@ -25,14 +41,15 @@ struct Transaction {
         return result
     }
 
-    func getBytes(_ db: Database, _ key: [UInt8]) throws(LMDBError) -> [UInt8]? {
+    func getBytes(_ db: Database, _ key: [UInt8]) throws -> [UInt8]? {
         guard let buffer = try get(db, key) else { return nil }
         return Array(buffer)
     }
 
     /// Writes `value` under `key`. `append` uses MDB_APPEND, which fails with MDB_KEYEXIST unless
     /// the key sorts after every existing key; the log relies on it to refuse out-of-order positions.
-    func put(_ db: Database, _ key: [UInt8], _ value: [UInt8], append: Bool = false, noOverwrite: Bool = false) throws(LMDBError) {
+    func put(_ db: Database, _ key: [UInt8], _ value: [UInt8], append: Bool = false, noOverwrite: Bool = false) throws {
+        guard let txn else { return try backend!.put(Int(db.dbi), key, value, noOverwrite: noOverwrite || append) }
         var flags: UInt32 = 0
         if append { flags |= UInt32(MDB_APPEND) }
         if noOverwrite { flags |= UInt32(MDB_NOOVERWRITE) }
@@ -47,9 +64,16 @@ struct Transaction {
         try check(rc, "put", path: path)
     }
 
+    /// Stores a fact's line under its position, after every existing position.
+    func appendFact(_ db: Database, _ fact: Fact, line: [UInt8]) throws {
+        if let backend { return try backend.insertFact(fact, line: line) }
+        try put(db, Keys.position(fact.position), line, append: true)
+    }
+
     /// Deletes `key`; returns false when it was not there.
     @discardableResult
-    func delete(_ db: Database, _ key: [UInt8]) throws(LMDBError) -> Bool {
+    func delete(_ db: Database, _ key: [UInt8]) throws -> Bool {
+        guard let txn else { return try backend!.delete(Int(db.dbi), key) }
         var rc: Int32 = 0
         key.withUnsafeBytes { k in
             var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
@@ -60,14 +84,16 @@ struct Transaction {
         return true
     }
 
-    func count(_ db: Database) throws(LMDBError) -> Int {
+    func count(_ db: Database) throws -> Int {
+        guard let txn else { return try backend!.count(Int(db.dbi)) }
         var stat = MDB_stat()
         try check(mdb_stat(txn, db.dbi, &stat), "mdb_stat", path: path)
         return stat.ms_entries
     }
 
     /// Removes every entry of `db` (the database itself stays).
-    func clear(_ db: Database) throws(LMDBError) {
+    func clear(_ db: Database) throws {
+        guard let txn else { return try backend!.clear(Int(db.dbi)) }
         try check(mdb_drop(txn, db.dbi, 0), "mdb_drop", path: path)
     }
 
@@ -77,6 +103,7 @@ struct Transaction {
         _ db: Database, from start: [UInt8] = [], to end: [UInt8]? = nil, reverse: Bool = false,
         _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool
     ) throws {
+        if let backend { return try backend.forEach(Int(db.dbi), from: start, to: end, reverse: reverse, body) }
         let cursor = try Cursor(self, db)
         defer { cursor.close() }
         if reverse {
@@ -117,7 +144,7 @@ final class Cursor {
 
     init(_ txn: Transaction, _ db: Database) throws(LMDBError) {
         var c: OpaquePointer?
-        try check(mdb_cursor_open(txn.txn, db.dbi, &c), "mdb_cursor_open", path: txn.path)
+        try check(mdb_cursor_open(txn.txn!, db.dbi, &c), "mdb_cursor_open", path: txn.path)
         cursor = c!
         path = txn.path
     }

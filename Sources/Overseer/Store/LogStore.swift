@@ -54,6 +54,20 @@ public final class LogStore: Sendable {
         self.core = try StoreCore.shared(path: path, options: options)
     }
 
+    /// Opens a store kept by another backend (for example `OverseerPostgres`). The backend's
+    /// ``StoreBackend/prepare()`` runs first: it creates the schema or checks the format.
+    /// `path` then names the backend in messages (``StoreBackend/displayName``).
+    public init(backend: any StoreBackend, options: StoreOptions = StoreOptions()) throws {
+        self.path = backend.displayName
+        self.core = try StoreCore(backend: backend, options: options)
+    }
+
+    /// The backend, when the store is not the embedded LMDB one.
+    public var backend: (any StoreBackend)? {
+        if case .backend(let b) = core.engine { return b }
+        return nil
+    }
+
     var dbs: Databases { core.dbs }
 
     // MARK: Writing
@@ -100,11 +114,7 @@ public final class LogStore: Sendable {
     // MARK: Reading
 
     func read<T>(_ body: (Transaction) throws -> T) throws -> T {
-        do {
-            return try core.env.read(body)
-        } catch let e as LMDBError {
-            throw StoreError.from(e)
-        }
+        try core.read(body)
     }
 
     /// The position of the last fact (0 for an empty log).
@@ -286,20 +296,32 @@ public final class LogStore: Sendable {
 
     /// Bytes of the data file in use.
     public func sizeInBytes() throws -> Int {
-        do { return try core.env.usedBytes() } catch let e as LMDBError { throw StoreError.from(e) }
+        switch core.engine {
+        case .lmdb(let env):
+            do { return try env.usedBytes() } catch let e as LMDBError { throw StoreError.from(e) }
+        case .backend(let b):
+            return try b.sizeInBytes()
+        }
     }
 
     /// Clears reader slots left by dead processes; returns how many were cleared.
     @discardableResult
     public func clearStaleReaders() throws -> Int {
-        do { return try core.env.clearStaleReaders() } catch let e as LMDBError { throw StoreError.from(e) }
+        guard case .lmdb(let env) = core.engine else { return 0 }
+        do { return try env.clearStaleReaders() } catch let e as LMDBError { throw StoreError.from(e) }
     }
 }
 
 /// The per-process, per-path state shared by every ``LogStore`` opened on that path: lmdb.h says
 /// a process must not open the same environment twice ("closing it ... will break fcntl locks").
 final class StoreCore: Sendable {
-    let env: Environment
+    /// Where the bytes live.
+    enum Engine: Sendable {
+        case lmdb(Environment)
+        case backend(any StoreBackend)
+    }
+
+    let engine: Engine
     let dbs: Databases
     let writer: WriterThread
     let commits = CommitSignal()
@@ -386,17 +408,50 @@ final class StoreCore: Sendable {
         } catch {
             throw StoreError(.io, path: path, "\(error)")
         }
-        self.env = env
+        self.engine = .lmdb(env)
         self.dbs = dbs
         let commits = self.commits
-        let maxMap = options.maximumMapSize
-        let storePath = path
+        let committer = BatchCommitter(engine: .lmdb(env), dbs: dbs, path: path, maximumMapSize: options.maximumMapSize)
         self.writer = WriterThread(name: "overseer-writer", maximumBatch: options.maximumBatch) { batch in
-            if StoreCore.process(batch, env: env, dbs: dbs, path: storePath, maximumMapSize: maxMap) {
-                commits.notify()
-            }
+            if committer.process(batch) { commits.notify() }
         }
         self.watcher = ChangeWatcher(file: directory + "/data.mdb", signal: commits)
+    }
+
+    /// A core over a ``StoreBackend``: one writer thread per store object, with the same group
+    /// commit; change notices come from the backend.
+    init(backend: any StoreBackend, options: StoreOptions) throws {
+        self.path = backend.displayName
+        self.options = options
+        try backend.prepare()
+        let dbs = Databases { name in Database(dbi: MDB_dbi(Databases.names.firstIndex(of: name)!)) }
+        self.engine = .backend(backend)
+        self.dbs = dbs
+        let commits = self.commits
+        let committer = BatchCommitter(engine: .backend(backend), dbs: dbs, path: backend.displayName, maximumMapSize: 0)
+        self.writer = WriterThread(name: "overseer-writer", maximumBatch: options.maximumBatch) { batch in
+            if committer.process(batch) { commits.notify() }
+        }
+        self.watcher = nil
+        backend.watchChanges { commits.notify() }
+    }
+
+    func read<T>(_ body: (Transaction) throws -> T) throws -> T {
+        switch engine {
+        case .lmdb(let env):
+            do {
+                return try env.read(body)
+            } catch let e as LMDBError {
+                throw StoreError.from(e)
+            }
+        case .backend(let b):
+            let path = self.path
+            do {
+                return try b.read { try body(Transaction(backend: $0, path: path)) }
+            } catch let e as BackendUnavailable {
+                throw StoreError(.unavailable, path: path, e.message)
+            }
+        }
     }
 
     /// Wakes this process's waiters when another process writes the store.
@@ -405,6 +460,7 @@ final class StoreCore: Sendable {
     deinit {
         writer.stop()
         watcher?.stop()
+        if case .backend(let b) = engine { b.close() }
     }
 
     /// Checks the format marker (or creates the store), and opens every database.
@@ -469,82 +525,8 @@ final class StoreCore: Sendable {
         }
     }
 
-    /// Runs one batch of requests in one write transaction (group commit). Returns whether the
-    /// log grew.
-    ///
-    /// Requests run one after the other directly in the transaction. One that throws has its error
-    /// recorded; the transaction is then aborted and the batch re-run without it, so a failed
-    /// request leaves no trace and does not fail the others. (LMDB's nested transactions would
-    /// do the same, but each allocates a 2 MB dirty-page list, which dominated the cost of small
-    /// appends.) Requests are closures over the store's state, so re-running them is safe.
-    static func process(_ batch: [WriteRequest], env: Environment, dbs: Databases, path: String, maximumMapSize: Int) -> Bool {
-        var grew = false
-        var excluded = Set<Int>()
-        while true {
-            for (i, r) in batch.enumerated() where !excluded.contains(i) { r.result = nil }
-            if excluded.count == batch.count { break }
-            do {
-                try env.write { txn in
-                    guard let hb = try txn.get(dbs.meta, Keys.head) else {
-                        throw StoreError(.corrupt, path: path, "the store lacks its head record")
-                    }
-                    var writer = LogWriter(txn: txn, dbs: dbs, head: try Head(decoding: hb), path: path)
-                    let start = writer.head
-                    for (i, request) in batch.enumerated() where !excluded.contains(i) {
-                        do {
-                            request.result = .success(try request.body(&writer))
-                        } catch let e as LMDBError where e.isMapFull {
-                            throw e
-                        } catch {
-                            request.result = .failure(error)
-                            excluded.insert(i)
-                            throw RerunBatch()
-                        }
-                    }
-                    if writer.head != start {
-                        try txn.put(dbs.meta, Keys.head, writer.head.encoded)
-                        grew = true
-                    }
-                }
-            } catch is RerunBatch {
-                // The failed request's error is recorded; run the rest again from a clean state.
-                grew = false
-                continue
-            } catch let e as LMDBError where e.isMapFull {
-                grew = false
-                if env.mapSize < maximumMapSize {
-                    do {
-                        try env.grow(minimum: nil)
-                        continue
-                    } catch {
-                        fail(batch, StoreError.from(error), skipping: excluded)
-                    }
-                } else {
-                    fail(batch, StoreError.from(e), skipping: excluded)
-                }
-            } catch let e as LMDBError {
-                grew = false
-                fail(batch, StoreError.from(e), skipping: excluded)
-            } catch {
-                grew = false
-                fail(batch, error, skipping: excluded)
-            }
-            break
-        }
-        for r in batch { r.finish() }
-        return grew
-    }
-
-    /// Fails every request that had not failed on its own: the transaction did not commit, so
-    /// none of them took effect.
-    private static func fail(_ batch: [WriteRequest], _ error: any Error, skipping excluded: Set<Int>) {
-        for (i, r) in batch.enumerated() where !excluded.contains(i) {
-            r.result = .failure(error)
-        }
-    }
 }
 
-private struct RerunBatch: Error {}
 
 /// Notices writes to the data file by any process through inotify (IN_MODIFY fires on LMDB's
 /// page writes, the meta page's last), and wakes the in-process waiters at once, so workers in

@@ -42,6 +42,9 @@ public struct LogWriter {
     let dbs: Databases
     var head: Head
     let path: String
+    /// The id of the first fact appended by this writer: lets the committer tell, after a lost
+    /// connection, whether the transaction committed.
+    var firstAppendedID: String?
 
     /// The position of the last fact.
     public var lastPosition: UInt64 { head.position }
@@ -137,9 +140,10 @@ public struct LogWriter {
         }
         var v = views
         try Fold.apply(fact, to: &v)
-        try txn.put(dbs.facts, Keys.position(position), line, append: true)
+        try txn.appendFact(dbs.facts, fact, line: line)
         try writeIndexes(of: fact)
         head = Head(position: position, hash: fact.hash, time: time)
+        if firstAppendedID == nil { firstAppendedID = fact.id }
         return .appended(fact)
     }
 

@@ -18,6 +18,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible, Equatable {
         case readOnly
         /// A fact or an argument was refused before anything was written.
         case invalid
+        /// The store's server cannot be reached (a lost connection that did not come back).
+        case unavailable
         /// Anything else from the storage layer.
         case io
     }

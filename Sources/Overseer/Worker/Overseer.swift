@@ -14,18 +14,23 @@ import Synchronization
 /// try await overseer.work(handlers)   // until SIGTERM / SIGINT
 /// ```
 public final class Overseer: Sendable {
-    /// Where the log lives.
-    public enum Store: Sendable {
+    /// Where the log lives: `.lmdb(path:)` here, `.postgres(_:)` from `OverseerPostgres`.
+    public struct Store: Sendable {
+        let open: @Sendable () throws -> LogStore
+
+        /// A store opened by `open` (for other backends: see ``LogStore/init(backend:options:)``).
+        public init(open: @escaping @Sendable () throws -> LogStore) { self.open = open }
+
         /// The embedded default: an LMDB environment in a directory on this machine.
-        case lmdb(path: String, options: StoreOptions = StoreOptions())
+        public static func lmdb(path: String, options: StoreOptions = StoreOptions()) -> Store {
+            Store { try LogStore(path: path, options: options) }
+        }
     }
 
     public let log: LogStore
 
     public init(store: Store) throws {
-        switch store {
-        case .lmdb(let path, let options): log = try LogStore(path: path, options: options)
-        }
+        log = try store.open()
     }
 
     public init(log: LogStore) { self.log = log }
