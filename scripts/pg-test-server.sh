@@ -29,6 +29,14 @@ usage() {
   exit 2
 }
 
+# The server must not inherit the caller's open files: Foundation's Process, for one, learns that a
+# child exited when a socket it gave the child closes, so a postmaster holding that socket would
+# make the caller wait for the server's end. Keep 0-2, and 255 (bash reads this script from it).
+for fd in /proc/$$/fd/*; do
+  fd="${fd##*/}"
+  if [[ "$fd" =~ ^[0-9]+$ ]] && [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; then eval "exec $fd>&-"; fi
+done
+
 # Keep the caller's libpq settings (PGHOST, PGPORT, PGDATA, ...) away from the tools used here.
 for v in $(compgen -e); do
   case "$v" in PG*) unset "$v" ;; esac
