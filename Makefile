@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SWIFT_FLAGS ?=
 
-.PHONY: setup build demo test torture-ci bench clean
+.PHONY: setup build demo test torture-ci bench clean pg-server pg-stop
 
 setup:
 	@scripts/setup.sh
@@ -15,11 +15,12 @@ demo: setup
 	$(SWIFT) build $(SWIFT_FLAGS) --product overseer
 	$$($(SWIFT) build $(SWIFT_FLAGS) --show-bin-path)/overseer demo
 
-## Builds everything (no warnings allowed) and runs the whole test suite.
+## Builds everything (no warnings allowed) and runs the whole test suite, with a throwaway
+## PostgreSQL server for the PostgreSQL tests (scripts/with-pg-server.sh, docs/postgres.md).
 test:
-	@scripts/setup.sh --extras
+	@scripts/setup.sh --extras --postgres
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests -Xswiftc -warnings-as-errors
-	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
+	scripts/with-pg-server.sh $(SWIFT) test $(SWIFT_FLAGS) --skip-build
 	$(MAKE) torture-ci
 
 ## A short torture (docs/reliability.md): fixed seeds, worker processes killed, paused past their
@@ -43,6 +44,17 @@ torture-ci: setup
 
 bench: setup
 	$(SWIFT) run -c release overseer-bench all
+
+## A PostgreSQL server to develop against (make pg-server; eval the export it prints; make pg-stop).
+PG_DIR ?= /tmp/overseer-pg-dev
+PG_PORT ?= 55432
+pg-server:
+	@scripts/setup.sh --postgres
+	@url="$$(scripts/pg-test-server.sh start $(PG_DIR) $(PG_PORT))" && \
+		echo "export OVERSEER_TEST_POSTGRES='$$url' OVERSEER_TEST_PG_DIR='$(PG_DIR)'"
+
+pg-stop:
+	@scripts/pg-test-server.sh destroy $(PG_DIR)
 
 clean:
 	rm -rf .build

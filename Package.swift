@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Overseer", targets: ["Overseer"]),
+        .library(name: "OverseerPostgres", targets: ["OverseerPostgres"]),
         .executable(name: "overseer", targets: ["overseer"]),
         .executable(name: "overseer-bench", targets: ["overseer-bench"]),
     ],
@@ -17,6 +18,9 @@ let package = Package(
         .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .target(name: "Overseer", dependencies: ["CLMDB", "CCrypto"], swiftSettings: strict),
+        // The PostgreSQL store and its libpq layer (docs/postgres.md). The core target stays free of libpq.
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .target(name: "OverseerPostgres", dependencies: ["Overseer", "CLibPQ"], swiftSettings: strict),
         .executableTarget(name: "overseer", dependencies: ["Overseer"], swiftSettings: strict),
         .executableTarget(
             name: "overseer-bench", dependencies: ["Overseer", "CLMDB"],
@@ -28,6 +32,8 @@ let package = Package(
             name: "overseer-probe", dependencies: ["Overseer"], path: "Tests/Probe", swiftSettings: strict),
         .testTarget(name: "OverseerTests", dependencies: ["Overseer", "overseer-probe", "overseer"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["Overseer", "overseer"], swiftSettings: strict),
+        // Needs a real server: OVERSEER_TEST_POSTGRES (make test starts one, scripts/with-pg-server.sh).
+        .testTarget(name: "PostgresTests", dependencies: ["OverseerPostgres", "Overseer"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the system packages Overseer needs, only when they are missing (Debian/Ubuntu).
 # Usage: scripts/setup.sh [--postgres] [--extras]
+# libpq-dev is always needed: the OverseerPostgres target builds with the rest of the package.
+# --postgres adds the server, for the tests' throwaway one (scripts/pg-test-server.sh).
 set -euo pipefail
 need=()
 want=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in liblmdb-dev libssl-dev pkg-config; do have_pkg "$p" || need+=("$p"); done
+for p in liblmdb-dev libssl-dev libpq-dev pkg-config; do have_pkg "$p" || need+=("$p"); done
 for arg in "$@"; do
   case "$arg" in
-    --postgres) for p in libpq-dev postgresql; do have_pkg "$p" || need+=("$p"); done ;;
+    --postgres) for p in postgresql; do have_pkg "$p" || need+=("$p"); done ;;
     # Optional: Graphviz lays out report graphs; headless Chromium runs the report's browser test.
     --extras) for p in graphviz lmdb-utils chromium; do have_pkg "$p" || want+=("$p"); done ;;
   esac
