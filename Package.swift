@@ -21,7 +21,7 @@ let package = Package(
         // The PostgreSQL store and its libpq layer (docs/postgres.md). The core target stays free of libpq.
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .target(name: "OverseerPostgres", dependencies: ["Overseer", "CLibPQ"], swiftSettings: strict),
-        .executableTarget(name: "overseer", dependencies: ["Overseer"], swiftSettings: strict),
+        .executableTarget(name: "overseer", dependencies: ["Overseer", "OverseerPostgres"], swiftSettings: strict),
         .executableTarget(
             name: "overseer-bench", dependencies: ["Overseer", "CLMDB"],
             path: "Benchmarks/overseer-bench", swiftSettings: strict),
@@ -29,11 +29,13 @@ let package = Package(
         .executableTarget(name: "overseer-torture", dependencies: ["Overseer"], path: "Tools/Torture", swiftSettings: strict),
         // Spawned by the tests as a separate process: claim races, crash loops.
         .executableTarget(
-            name: "overseer-probe", dependencies: ["Overseer"], path: "Tests/Probe", swiftSettings: strict),
-        .testTarget(name: "OverseerTests", dependencies: ["Overseer", "overseer-probe", "overseer"], swiftSettings: strict),
+            name: "overseer-probe", dependencies: ["Overseer", "OverseerPostgres"], path: "Tests/Probe", swiftSettings: strict),
+        // Child processes and build paths, shared by the test targets.
+        .target(name: "OverseerTestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "OverseerTests", dependencies: ["Overseer", "OverseerTestSupport", "overseer-probe", "overseer"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["Overseer", "overseer"], swiftSettings: strict),
         // Needs a real server: OVERSEER_TEST_POSTGRES (make test starts one, scripts/with-pg-server.sh).
-        .testTarget(name: "PostgresTests", dependencies: ["OverseerPostgres", "Overseer"], swiftSettings: strict),
+        .testTarget(name: "PostgresTests", dependencies: ["OverseerPostgres", "Overseer", "OverseerTestSupport", "overseer-probe", "overseer"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

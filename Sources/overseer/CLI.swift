@@ -1,5 +1,6 @@
 import Foundation
 import Overseer
+import OverseerPostgres
 
 enum CLI {
     static let version = "0.1.0"
@@ -7,7 +8,8 @@ enum CLI {
     static let commands: [CommandSpec] = [
         DemoCommand.spec, RunCommand.spec, SubmitCommand.spec, WorkerCommand.spec, StatusCommand.spec,
         HistoryCommand.spec, ReplayCommand.spec, ExportCommand.spec, VerifyCommand.spec, RetryCommand.spec,
-        AbortCommand.spec, GraphCommand.spec, ReportCommand.spec, MetricsCommand.spec,
+        AbortCommand.spec, GraphCommand.spec, ReportCommand.spec, MetricsCommand.spec, MigrateCommand.spec,
+        CopyCommand.spec,
     ]
 
     static var overview: String {
@@ -100,28 +102,38 @@ enum CLI {
     }
 }
 
-/// Where the store is: --db, else $OVERSEER_DB, else ./overseer.lmdb.
+/// Where the store is: --db, else $OVERSEER_DB, else ./overseer.lmdb. A `postgres://` (or
+/// `postgresql://`) URL selects the PostgreSQL store; anything else is an LMDB directory.
 enum StoreLocation {
-    static func path(_ parsed: ParsedArguments) throws -> String {
-        let location = parsed.value("db") ?? ProcessInfo.processInfo.environment["OVERSEER_DB"] ?? "./overseer.lmdb"
-        if location.hasPrefix("postgres://") || location.hasPrefix("postgresql://") {
-            throw InputError(message: "\(Redact.url(location)): PostgreSQL stores are not available in this build yet; use an LMDB path")
-        }
+    static func location(_ parsed: ParsedArguments, option: String = "db") throws -> String {
+        let location = parsed.value(option) ?? (option == "db" ? ProcessInfo.processInfo.environment["OVERSEER_DB"] : nil) ?? "./overseer.lmdb"
         if location.isEmpty {
-            throw InputError(message: parsed.value("db") != nil ? "--db is empty" : "$OVERSEER_DB is set but empty")
+            throw InputError(message: parsed.value(option) != nil ? "--\(option) is empty" : "$OVERSEER_DB is set but empty")
         }
         return location
     }
 
-    /// Opens the store; `create` is false for commands that only read.
-    static func open(_ parsed: ParsedArguments, create: Bool) throws -> LogStore {
-        let path = try path(parsed)
-        var options = StoreOptions()
-        options.createIfMissing = create
-        return try LogStore(path: path, options: options)
+    static func isPostgres(_ location: String) -> Bool {
+        location.hasPrefix("postgres://") || location.hasPrefix("postgresql://")
     }
 
-    static let option = OptionSpec(name: "db", value: "PATH", help: "The store (default $OVERSEER_DB, else ./overseer.lmdb).")
+    /// Opens the store; `create` is false for commands that only read.
+    /// `patient` is for workers: they wait out a database restart (the worker then keeps
+    /// retrying on its own); other commands give up on an unreachable server after 5 seconds.
+    static func open(_ parsed: ParsedArguments, create: Bool, patient: Bool = false, option: String = "db") throws -> LogStore {
+        try open(location(parsed, option: option), create: create, patient: patient)
+    }
+
+    static func open(_ location: String, create: Bool, patient: Bool = false) throws -> LogStore {
+        var options = StoreOptions()
+        options.createIfMissing = create
+        if isPostgres(location) {
+            return try LogStore.postgres(location, options: options, retryWindow: .seconds(patient ? 60 : 5))
+        }
+        return try LogStore(path: location, options: options)
+    }
+
+    static let option = OptionSpec(name: "db", value: "PATH|URL", help: "The store: an LMDB directory or a postgres:// URL (default $OVERSEER_DB, else ./overseer.lmdb).")
 }
 
 /// Keeps passwords out of anything printed.
@@ -173,8 +185,8 @@ enum Console {
         FileHandle.standardOutput.write(Data(s.utf8))
     }
 
-    static func error(_ s: String) {
-        FileHandle.standardError.write(Data((s + "\n").utf8))
+    static func error(_ s: String, terminator: String = "\n") {
+        FileHandle.standardError.write(Data((s + terminator).utf8))
     }
 
     static func flush() { fflush(nil) }

@@ -7,6 +7,7 @@
 //   overseer-probe work-twice STORE   (Overseer.work twice in one process; SIGTERM must stop the second)
 import Foundation
 import Overseer
+import OverseerPostgres
 
 let args = CommandLine.arguments
 func usage() -> Never {
@@ -42,7 +43,12 @@ if args[1] == "open" {
 }
 let store: LogStore
 do {
-    store = try LogStore(path: args[2])
+    // STORE is an LMDB path or a postgres:// URL (then the PostgreSQL process tests use it).
+    if args[2].hasPrefix("postgres://") || args[2].hasPrefix("postgresql://") {
+        store = try LogStore.postgres(args[2], retryWindow: .seconds(60))
+    } else {
+        store = try LogStore(path: args[2])
+    }
 } catch {
     FileHandle.standardError.write(Data("overseer-probe: \(error)\n".utf8))
     exit(3)

@@ -29,7 +29,7 @@ enum RunCommand {
         let pipeline = try Pipeline.load(path: args.positionals[0])
         let workers = try ArgumentParser.integer(args, "workers", default: 4, range: 1...1024)
         let plan = try PipelineInput.plan(args, pipeline)
-        let store = try StoreLocation.open(args, create: true)
+        let store = try StoreLocation.open(args, create: true, patient: true)
         let outcome = try await store.submit(plan, author: .operator())
         if case .alreadyExists = outcome { Console.error("run \(plan.id) already exists; working it") }
         var config = WorkerConfiguration()
@@ -95,7 +95,7 @@ enum WorkerCommand {
         config.events = Progress.logger(worker: config.name)
         // Only runs of this pipeline: another pipeline may use the same job type names.
         config.runs = .named(pipeline.name)
-        let store = try StoreLocation.open(args, create: true)
+        let store = try StoreLocation.open(args, create: true, patient: true)
         try await Overseer(log: store).work(Handlers(pipeline: pipeline), configuration: config)
         return 0
     }

@@ -1,4 +1,5 @@
 import Foundation
+@_exported import OverseerTestSupport
 import Testing
 
 @testable import Overseer
@@ -30,15 +31,6 @@ func withStore<T>(
     let report = try store.verify()
     #expect(report.ok, "verify after test: \(report)")
     return result
-}
-
-/// Where the package's executables are built.
-func productsDirectory() -> URL {
-    let bundle = Bundle.main.bundleURL
-    if FileManager.default.fileExists(atPath: bundle.appendingPathComponent("overseer-probe").path) { return bundle }
-    // Fall back to the default build folder next to the sources.
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    return root.appendingPathComponent(".build/debug")
 }
 
 /// The seed's diamond: start → result1, result2 → finish.

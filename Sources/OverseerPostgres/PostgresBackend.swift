@@ -1,0 +1,243 @@
+import Foundation
+import Overseer
+import Synchronization
+
+/// The log in a PostgreSQL database: the same facts, views and rules as the embedded store,
+/// shared by workers on any number of hosts. See docs/postgres.md.
+///
+/// How the guarantees hold:
+/// - **Dense positions in commit order.** Every write transaction first locks the one head row
+///   (`SELECT ... FOR UPDATE` on the `meta`/`head` entry) and keeps the lock until it commits.
+///   Positions are taken from the head under that lock, so the writer of position 10 cannot
+///   begin before the writer of position 9 has committed: no reader ever sees 10 without 9.
+///   Positions are not a sequence, so a rolled-back transaction leaves no gap.
+/// - **Compare-and-append** runs in the core under that lock, and the database enforces it as
+///   well: `overseer_facts` has a unique `(job, revision)` key and a unique fact id.
+/// - **Group commit.** The core's writer thread runs every queued request in one transaction.
+/// - **Views in the same transaction** as their facts: everything goes through one connection
+///   inside one `BEGIN ... COMMIT`.
+/// - **Durable**: PostgreSQL's default `synchronous_commit = on` (the WAL is flushed at commit).
+public final class PostgresBackend: StoreBackend, @unchecked Sendable {
+    // @unchecked: `writer` is used only from the store's writer thread (StoreBackend.write's
+    // contract); the pool and the listener state are behind Mutexes.
+    public let displayName: String
+    public let retryWindow: Duration
+    let conninfo: String
+    let createIfMissing: Bool
+
+    private var writer: PGConnection?
+    private let pool = Mutex<[PGConnection]>([])
+    private let listener = StopFlag()
+
+    /// Tells the listener thread to end.
+    final class StopFlag: Sendable {
+        private let value = Mutex(false)
+        var isSet: Bool { value.withLock { $0 } }
+        func set() { value.withLock { $0 = true } }
+    }
+
+    static let channel = "overseer_log"
+    /// The schema version this build creates and reads.
+    public static let schemaVersion = 1
+
+    /// - Parameters:
+    ///   - url: a `postgres://` URL or libpq key=value string. Its password never appears in
+    ///     messages.
+    ///   - retryWindow: how long an operation keeps retrying while the server is unreachable.
+    public init(url: String, createIfMissing: Bool = true, retryWindow: Duration = .seconds(30)) {
+        self.conninfo = withConnectionDefaults(url)
+        self.displayName = redactConnectionString(url)
+        self.createIfMissing = createIfMissing
+        self.retryWindow = retryWindow
+    }
+
+    // MARK: Connections
+
+    private func connect() throws -> PGConnection {
+        do {
+            return try PGConnection(conninfo)
+        } catch {
+            // Name the store as the user wrote it, not with the options added to it.
+            let message = error.message
+                .replacingOccurrences(of: "cannot connect to PostgreSQL at \(redactConnectionString(conninfo)): ", with: "cannot connect to PostgreSQL: ")
+                .replacingOccurrences(of: redactConnectionString(conninfo), with: displayName)
+            if Self.isTransient(error) { throw BackendUnavailable(commitUnknown: false, message: message) }
+            throw StoreError(.unavailable, path: displayName, message)
+        }
+    }
+
+    /// Whether a failed connection attempt may succeed later (the server is down, restarting or
+    /// unreachable), as opposed to one that never will (a wrong password, an unknown database).
+    static func isTransient(_ error: PGError) -> Bool {
+        if let state = error.sqlState {
+            return state.hasPrefix("08") || state.hasPrefix("57P")
+        }
+        let m = error.message.lowercased()
+        let permanent = ["authentication failed", "does not exist", "no pg_hba.conf entry", "invalid", "permission denied", "missing \"=\"", "unsupported"]
+        return !permanent.contains { m.contains($0) }
+    }
+
+    /// Runs `body` with a pooled connection; a connection that failed is dropped, not returned.
+    private func withPooled<T>(_ body: (PGConnection) throws -> T) throws -> T {
+        let connection = try pool.withLock { $0.popLast() } ?? connectRetrying()
+        do {
+            let value = try body(connection)
+            pool.withLock { if $0.count < 8 { $0.append(connection) } }
+            return value
+        } catch {
+            if connection.isOK {
+                _ = try? connection.exec("ROLLBACK")
+                pool.withLock { if $0.count < 8 { $0.append(connection) } }
+            } else {
+                connection.close()
+            }
+            throw error
+        }
+    }
+
+    /// Connects, retrying with backoff within the retry window.
+    private func connectRetrying() throws -> PGConnection {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var backoff = 0.05
+        while true {
+            do {
+                return try connect()
+            } catch let e as BackendUnavailable {
+                if clock.now - start > retryWindow { throw e }
+                Thread.sleep(forTimeInterval: backoff)
+                backoff = min(backoff * 2, 2)
+            }
+        }
+    }
+
+    // MARK: StoreBackend
+
+    public func prepare() throws {
+        _ = try withPooled { c in try Schema.prepare(c, store: displayName, create: createIfMissing) }
+    }
+
+    public func read<T>(_ body: (any BackendTransaction) throws -> T) throws -> T {
+        try withPooled { c in
+            try begin(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            let txn = PostgresTransaction(connection: c, writable: false, store: displayName)
+            let value = try body(txn)
+            try finish(c, "COMMIT", commitUnknown: false)
+            return value
+        }
+    }
+
+    public func write(_ body: (any BackendTransaction) throws -> Void) throws {
+        let c: PGConnection
+        if let w = writer, w.isOK {
+            c = w
+        } else {
+            writer?.close()
+            writer = nil
+            c = try connect()
+            writer = c
+        }
+        do {
+            // READ COMMITTED: after the head lock is granted, every later statement sees every
+            // transaction that committed before it, which is all of them (they all took the lock).
+            try begin(c, "BEGIN ISOLATION LEVEL READ COMMITTED")
+            let head = try c.exec(
+                "SELECT v FROM overseer_kv WHERE space = $1 AND k = $2 FOR UPDATE",
+                [.int32(Int32(StoreLayout.metaSpace)), .bytes(StoreLayout.headKey)])
+            guard head.rowCount == 1 else {
+                throw StoreError(.corrupt, path: displayName, "the store lacks its head record (run `overseer migrate`)")
+            }
+            let txn = PostgresTransaction(connection: c, writable: true, store: displayName)
+            try body(txn)
+            try txn.flush()
+            if txn.insertedFacts > 0 {
+                try c.exec("SELECT pg_notify($1, '')", [.text(Self.channel)])
+            }
+        } catch let e as PGError {
+            rollback(c)
+            if e.connectionLost { throw BackendUnavailable(commitUnknown: false, message: e.message) }
+            throw StoreError(.io, path: displayName, e.message)
+        } catch {
+            rollback(c)
+            throw error
+        }
+        try finish(c, "COMMIT", commitUnknown: true)
+    }
+
+    private func rollback(_ c: PGConnection) {
+        if c.isOK { _ = try? c.exec("ROLLBACK") }
+    }
+
+    private func begin(_ c: PGConnection, _ sql: String) throws {
+        do {
+            try c.exec(sql)
+        } catch {
+            if error.connectionLost { throw BackendUnavailable(commitUnknown: false, message: error.message) }
+            throw StoreError(.io, path: displayName, error.message)
+        }
+    }
+
+    private func finish(_ c: PGConnection, _ sql: String, commitUnknown: Bool) throws {
+        do {
+            try c.exec(sql)
+        } catch {
+            if error.connectionLost {
+                throw BackendUnavailable(commitUnknown: commitUnknown, message: error.message)
+            }
+            if error.kind == .serialization || error.kind == .deadlock {
+                throw BackendUnavailable(commitUnknown: false, message: error.message)
+            }
+            throw StoreError(.io, path: displayName, error.message)
+        }
+    }
+
+    public func watchChanges(_ notify: @escaping @Sendable () -> Void) {
+        let conninfo = self.conninfo
+        let stop = self.listener
+        let thread = Thread {
+            var connection: PGConnection?
+            var backoff = 0.1
+            while !stop.isSet {
+                do {
+                    if connection == nil || !(connection!.isOK) {
+                        connection?.close()
+                        let c = try PGConnection(conninfo)
+                        try c.exec("LISTEN \(PostgresBackend.channel)")
+                        connection = c
+                        backoff = 0.1
+                        notify()  // anything may have happened while we were not listening
+                    }
+                    var pfd = pollfd(fd: connection!.socket, events: Int16(POLLIN), revents: 0)
+                    if poll(&pfd, 1, 250) > 0 {
+                        if try !connection!.notifications().isEmpty { notify() }
+                    }
+                } catch {
+                    connection?.close()
+                    connection = nil
+                    Thread.sleep(forTimeInterval: backoff)
+                    backoff = min(backoff * 2, 2)
+                }
+            }
+            connection?.close()
+        }
+        thread.name = "overseer-pg-listen"
+        thread.start()
+    }
+
+    public func sizeInBytes() throws -> Int {
+        try withPooled { c in
+            let r = try c.exec("SELECT pg_total_relation_size('overseer_facts') + pg_total_relation_size('overseer_kv')", [])
+            return Int(r.int64(0, 0) ?? 0)
+        }
+    }
+
+    public func close() {
+        listener.set()
+        pool.withLock { connections in
+            for c in connections { c.close() }
+            connections.removeAll()
+        }
+        writer?.close()
+        writer = nil
+    }
+}
