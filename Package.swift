@@ -23,7 +23,7 @@ let package = Package(
         .target(name: "OverseerPostgres", dependencies: ["Overseer", "CLibPQ"], swiftSettings: strict),
         .executableTarget(name: "overseer", dependencies: ["Overseer", "OverseerPostgres"], swiftSettings: strict),
         .executableTarget(
-            name: "overseer-bench", dependencies: ["Overseer", "CLMDB"],
+            name: "overseer-bench", dependencies: ["Overseer", "OverseerPostgres", "CLMDB"],
             path: "Benchmarks/overseer-bench", swiftSettings: strict),
         // The fault-injection harness and its independent checker (docs/reliability.md).
         .executableTarget(name: "overseer-torture", dependencies: ["Overseer"], path: "Tools/Torture", swiftSettings: strict),

@@ -29,11 +29,17 @@ struct BenchResult: Sendable {
 /// Shared by every suite of one invocation.
 final class BenchContext: Sendable {
     let quick: Bool
+    /// `--store`: which store the suites measure (LMDB figures come along as baselines).
+    let store: BenchStoreKind
+    /// With `--store postgres`: the server (`--url`, or a throwaway one).
+    let postgres: BenchPostgres?
     /// A fresh directory for this run's stores; removed at the end.
     let root: String
 
-    init(quick: Bool) throws {
+    init(quick: Bool, store: BenchStoreKind = .lmdb, postgres: BenchPostgres? = nil) throws {
         self.quick = quick
+        self.store = store
+        self.postgres = postgres
         let base = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         var template = Array((base + "/overseer-bench.XXXXXX").utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
@@ -54,7 +60,16 @@ final class BenchContext: Sendable {
 
     func remove(_ path: String) { try? FileManager.default.removeItem(atPath: path) }
 
-    func cleanUp() { remove(root) }
+    func cleanUp() {
+        remove(root)
+        postgres?.destroy()
+    }
+
+    /// The PostgreSQL server, for code that runs only with `--store postgres`.
+    func requirePostgres() throws -> BenchPostgres {
+        guard let postgres else { throw BenchError("this measurement needs --store postgres") }
+        return postgres
+    }
 }
 
 struct BenchError: Error, CustomStringConvertible {

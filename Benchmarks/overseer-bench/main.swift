@@ -1,24 +1,52 @@
 // overseer-bench: performance suites for Overseer, each compared with a raw-LMDB baseline
 // measured in the same run. See docs/performance.md.
 //
-//   overseer-bench SUITE [--quick]     SUITE is a suite name (see Suites.swift) or `all`
+//   overseer-bench SUITE [--quick] [--store lmdb|postgres] [--url URL]
+//       SUITE is a suite name (see Suites.swift) or `all`. `--store postgres` measures the
+//       PostgreSQL store against the LMDB one in the same run, on the server `--url` names or on a
+//       throwaway one (scripts/pg-test-server.sh) deleted at the end.
 //
 // Results: one JSON object per line on stdout. Progress: stderr.
 
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 
 let usage = """
-    usage: overseer-bench SUITE [--quick]
-      SUITE   \(BenchSuites.all.map(\.name).joined(separator: " | ")) | all
-      --quick smaller sizes (a smoke run, well under 30 s in release)
+    usage: overseer-bench SUITE [--quick] [--store lmdb|postgres] [--url URL]
+      SUITE    \(BenchSuites.all.map(\.name).joined(separator: " | ")) | all
+      --quick  smaller sizes (a smoke run, well under 30 s in release with the LMDB store)
+      --store  lmdb (the default), or postgres: the PostgreSQL store, with LMDB's figures as baselines
+      --url    the PostgreSQL server (postgres://user:password@host:port/db); without it a throwaway
+               server is started with scripts/pg-test-server.sh and deleted at the end
     """
 
 var args = Array(CommandLine.arguments.dropFirst())
 if args.first == "_worker" { await HiddenWorker.run(Array(args.dropFirst())) }
 let quick = args.contains("--quick")
 args.removeAll { $0 == "--quick" }
+/// Removes `--name VALUE` from args and returns VALUE.
+func option(_ name: String, _ args: inout [String]) -> String? {
+    guard let i = args.firstIndex(of: name) else { return nil }
+    guard i + 1 < args.count else {
+        Progress.say("\(name) needs a value\n" + usage)
+        exit(2)
+    }
+    let value = args[i + 1]
+    args.removeSubrange(i...(i + 1))
+    return value
+}
+let storeName = option("--store", &args) ?? "lmdb"
+let url = option("--url", &args)
+guard let storeKind = BenchStoreKind(rawValue: storeName) else {
+    Progress.say("unknown store '\(storeName)'\n" + usage)
+    exit(2)
+}
+if url != nil, storeKind != .postgres {
+    Progress.say("--url needs --store postgres\n" + usage)
+    exit(2)
+}
 guard args.count == 1 else {
     Progress.say(usage)
     exit(2)
@@ -35,14 +63,32 @@ if args[0] == "all" {
 
 let context: BenchContext
 do {
-    context = try BenchContext(quick: quick)
+    var postgres: BenchPostgres?
+    if storeKind == .postgres {
+        postgres = try url.map { BenchPostgres(url: $0) } ?? BenchPostgres.startThrowaway()
+    }
+    context = try BenchContext(quick: quick, store: storeKind, postgres: postgres)
+    if let postgres { Progress.say("postgres: \(postgres.describeSettings())") }
 } catch {
     Progress.say("overseer-bench: \(error)")
     exit(1)
 }
+// An interrupted run still deletes its temp directory and its throwaway server.
+var signalSources: [any DispatchSourceSignal] = []
+for sig in [SIGINT, SIGTERM] {
+    signal(sig, SIG_IGN)
+    let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+    source.setEventHandler {
+        Progress.say("overseer-bench: interrupted; cleaning up")
+        context.cleanUp()
+        exit(128 + sig)
+    }
+    source.resume()
+    signalSources.append(source)
+}
 var failed = false
 for suite in selected {
-    Progress.say("== suite \(suite.name)\(quick ? " (quick)" : ""); load average \(loadAverage())")
+    Progress.say("== suite \(suite.name)\(quick ? " (quick)" : "")\(storeKind == .postgres ? " (postgres)" : ""); load average \(loadAverage())")
     let start = ContinuousClock.now
     do {
         try await suite.run(context)
