@@ -23,6 +23,7 @@ struct WorkersSuite: BenchSuite {
     }
 
     func run(_ context: BenchContext) async throws {
+        if context.store == .postgres { return try await runPostgres(context) }
         try await throughput(context)
         try await inProcessLatency(context)
         try await crossProcessLatency(context)
@@ -118,25 +119,33 @@ struct WorkersSuite: BenchSuite {
     /// binary's hidden `_worker` mode), which notices them by polling the store.
     func crossProcessLatency(_ context: BenchContext) async throws {
         let path = context.path("workers-cross")
-        let store = try LogStore(path: path)
+        try emitLatency(context, "crossprocess", try await crossProcessLatencies(context, location: path))
+        context.remove(path)
+    }
+
+    /// Parent finish → child claim across processes on the store at `location` (an LMDB path or
+    /// a PostgreSQL URL), sorted, in ms.
+    func crossProcessLatencies(_ context: BenchContext, location: String) async throws -> [Double] {
+        let store = try BenchStore.open(location)
         let runs = context.quick ? 30 : 200
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-        child.arguments = ["_worker", path, "result1,result2,finish", "50"]
-        try child.run()
-        defer { if child.isRunning { child.terminate() } }
+        let child = try WorkerProcess(location: location, types: "result1,result2,finish", poll: 50, concurrency: 4)
+        defer { child.terminate() }
+        try child.waitReady()
+        child.go()
         // Submit one run at a time, so each measurement sees an idle other process.
         let handlers: Handlers = ["start": { _ in }]
         for k in 0..<runs {
             _ = try store.submitSync(RunPlan(id: "x\(k)", graph: WorkersSuite.diamond))
             let w = Worker(store: store, handlers: handlers, configuration: config("parent", concurrency: 1))
             try await w.run()
-            while try store.run("x\(k)")?.status == .running { try await Task.sleep(for: .milliseconds(2)) }
+            while true {
+                let seen = try store.lastPosition()
+                if try store.run("x\(k)")?.status != .running { break }
+                try await store.waitForAppend(after: seen, timeout: .milliseconds(20))
+            }
         }
         child.terminate()
-        child.waitUntilExit()
-        try emitLatency(context, "crossprocess", try WorkersSuite.latencies(store, runs: (0..<runs).map { "x\($0)" }))
-        context.remove(path)
+        return try WorkersSuite.latencies(store, runs: (0..<runs).map { "x\($0)" })
     }
 
     /// Fills a store with `finished` finished jobs (runs of 1,000 independent jobs), unsafeNoSync.
@@ -199,27 +208,116 @@ struct WorkersSuite: BenchSuite {
     }
 }
 
-/// The hidden `_worker STORE TYPES POLL_MS` mode: a no-op worker for the given types, until
-/// SIGTERM. Used by the cross-process latency measurement.
+/// The hidden `_worker STORE TYPES POLL_MS [--concurrency N] [--until-idle] [--name NAME]` mode:
+/// a no-op worker for the given types on STORE (an LMDB path or a PostgreSQL URL). It opens the
+/// store, prints `ready` on stdout and waits for a line on stdin before it starts, so that the
+/// parent times only the work. It runs until SIGTERM or, with `--until-idle`, until nothing of
+/// its types is ready or running anywhere. Used by the cross-process measurements.
 enum HiddenWorker {
-    static func run(_ args: [String]) async -> Never {
-        guard args.count == 3, let poll = Int(args[2]) else {
-            Progress.say("usage: overseer-bench _worker STORE TYPES POLL_MS")
-            exit(2)
+    static let usage = "usage: overseer-bench _worker STORE TYPES POLL_MS [--concurrency N] [--until-idle] [--name NAME]"
+
+    static func run(_ arguments: [String]) async -> Never {
+        // A parent that ignores SIGINT/SIGTERM (to clean up) must not pass that on.
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+        var args = arguments
+        var c = WorkerConfiguration()
+        c.name = "child-\(getpid())"
+        c.concurrency = 4
+        var untilIdle = false
+        var rest: [String] = []
+        var i = 0
+        while i < args.count {
+            switch args[i] {
+            case "--concurrency" where i + 1 < args.count:
+                guard let n = Int(args[i + 1]), n > 0 else { fail(usage) }
+                c.concurrency = n
+                i += 1
+            case "--name" where i + 1 < args.count:
+                c.name = args[i + 1]
+                i += 1
+            case "--until-idle":
+                untilIdle = true
+            default:
+                rest.append(args[i])
+            }
+            i += 1
         }
+        args = rest
+        guard args.count == 3, let poll = Int(args[2]) else { fail(usage) }
+        c.poll = .milliseconds(Int64(poll))
+        c.untilIdle = untilIdle
         do {
-            let store = try LogStore(path: args[0])
+            let store = try BenchStore.open(args[0])
+            // Warm up: the read pool and the writer's connection (for PostgreSQL).
+            _ = try store.lastPosition()
+            try store.writeSync { _ in }
             var handlers = Handlers()
             for t in args[1].split(separator: ",") { handlers.on(String(t)) { _ in } }
-            var c = WorkerConfiguration()
-            c.name = "child"
-            c.concurrency = 4
-            c.poll = .milliseconds(Int64(poll))
-            try await Overseer(log: store).work(handlers, configuration: c)
+            FileHandle.standardOutput.write(Data("ready\n".utf8))
+            guard readLine() != nil else { exit(0) }  // the parent went away
+            if untilIdle {
+                try await Worker(store: store, handlers: handlers, configuration: c).run()
+            } else {
+                try await Overseer(log: store).work(handlers, configuration: c)
+            }
             exit(0)
         } catch {
-            Progress.say("_worker: \(error)")
-            exit(1)
+            fail("_worker: \(error)")
         }
+    }
+
+    static func fail(_ message: String) -> Never {
+        Progress.say(message)
+        exit(2)
+    }
+}
+
+/// A `_worker` child process: started, then told to go once it has opened the store.
+final class WorkerProcess {
+    let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+
+    init(location: String, types: String, poll: Int, concurrency: Int, untilIdle: Bool = false, name: String? = nil) throws {
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+        var arguments = ["_worker", location, types, String(poll), "--concurrency", String(concurrency)]
+        if untilIdle { arguments.append("--until-idle") }
+        if let name { arguments += ["--name", name] }
+        process.arguments = arguments
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+    }
+
+    /// Blocks until the child has opened its store.
+    func waitReady() throws {
+        var seen = Data()
+        while !seen.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { throw BenchError("a _worker process ended before it was ready (status \(status))") }
+            seen.append(chunk)
+        }
+        guard String(decoding: seen, as: UTF8.self).hasPrefix("ready") else {
+            throw BenchError("a _worker process said \(String(decoding: seen, as: UTF8.self))")
+        }
+    }
+
+    func go() { input.fileHandleForWriting.write(Data("go\n".utf8)) }
+
+    /// Waits for the child to exit; throws unless it exited with status 0.
+    func wait() throws {
+        process.waitUntilExit()
+        guard process.terminationReason == .exit, process.terminationStatus == 0 else {
+            throw BenchError("a _worker process failed (status \(process.terminationStatus))")
+        }
+    }
+
+    private var status: String { process.isRunning ? "running" : String(process.terminationStatus) }
+
+    /// SIGTERM, then waits for the exit.
+    func terminate() {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
     }
 }
