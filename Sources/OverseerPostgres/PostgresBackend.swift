@@ -148,6 +148,8 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
                 throw StoreError(.corrupt, path: displayName, "the store lacks its head record (run `overseer migrate`)")
             }
             let txn = PostgresTransaction(connection: c, writable: true, store: displayName)
+            // The core reads the head first thing; the locked row is it, current until the commit.
+            txn.remember(StoreLayout.metaSpace, StoreLayout.headKey, head.bytes(0, 0) ?? [])
             try body(txn)
             try txn.flush()
             if txn.insertedFacts > 0 {

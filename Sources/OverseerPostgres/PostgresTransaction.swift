@@ -55,6 +55,14 @@ final class PostgresTransaction: BackendTransaction {
         return value.map(hold)
     }
 
+    /// Records a value this write transaction has already read from the server, so that `get`
+    /// answers it without a round trip. Only for rows nobody else can change before the commit
+    /// (the head row, read `FOR UPDATE`).
+    func remember(_ space: Int, _ key: [UInt8], _ value: [UInt8]?) {
+        guard writable, pending[space]?[key] == nil else { return }
+        known[space, default: [:]][key] = .some(value)
+    }
+
     func put(_ space: Int, _ key: [UInt8], _ value: [UInt8], noOverwrite: Bool) throws {
         try requireWritable()
         if noOverwrite, try get(space, key) != nil {
