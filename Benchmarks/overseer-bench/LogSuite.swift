@@ -29,18 +29,19 @@ struct LogSuite: BenchSuite {
 
     func run(_ context: BenchContext) async throws {
         let sizes = context.quick ? Sizes.quick : Sizes.full
+        if context.store == .postgres { return try await runPostgres(context, sizes) }
         try await appendSingle(context, sizes)
         try await appendConcurrent(context, sizes)
         try await appendWithoutFsync(context, sizes)
         try history(context, sizes)
     }
 
-    private func emit(_ c: BenchContext, _ name: String, _ value: Double, _ unit: String, baseline: Double? = nil, ratio: Double? = nil) {
+    func emit(_ c: BenchContext, _ name: String, _ value: Double, _ unit: String, baseline: Double? = nil, ratio: Double? = nil) {
         c.emit(self.name, name, value: value, unit: unit, baseline: baseline, ratio: ratio)
     }
 
     /// Pre-submits `count` diamond runs (durable writes of 500 runs each, not timed).
-    private func submitRuns(_ store: LogStore, prefix: String, count: Int) throws -> [String] {
+    func submitRuns(_ store: LogStore, prefix: String, count: Int) throws -> [String] {
         let ids = (0..<count).map { "\(prefix)-\($0)" }
         for chunk in stride(from: 0, to: ids.count, by: 500) {
             let plans = ids[chunk..<min(chunk + 500, ids.count)].map { Workload.plan($0, graph: Workload.diamond) }
@@ -51,7 +52,7 @@ struct LogSuite: BenchSuite {
         return ids
     }
 
-    private static func appendAll(_ store: LogStore, _ steps: [Step]) async throws {
+    static func appendAll(_ store: LogStore, _ steps: [Step]) async throws {
         for step in steps {
             guard case .append(let draft, let expecting) = step else { continue }
             let outcome = try await store.append(draft, expecting: expecting)
