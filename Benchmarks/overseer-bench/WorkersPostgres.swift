@@ -137,7 +137,7 @@ extension WorkersSuite {
                 lines.append(String(format: "  %7.2f per job  %@", Double(n) / jobs, what))
             }
             Progress.say(lines.joined(separator: "\n"))
-            context.emit(name, "workers.postgres.roundtrips.\(slots == 1 ? "1slot" : "\(slots)slots")", value: Double(count.total) / jobs, unit: "statements/job")
+            context.emit(name, "workers.postgres.roundtrips.\(slots == 1 ? "1slot" : "\(slots)slots")", value: Double(count.total) / jobs, unit: "round trips/job")
         }
     }
 
