@@ -1,5 +1,6 @@
 import Foundation
 import Overseer
+import Synchronization
 
 /// `overseer-bench workers`: no-op handlers on seed-shaped diamond runs (4 jobs each), durable store.
 ///
@@ -209,7 +210,8 @@ struct WorkersSuite: BenchSuite {
 }
 
 /// The hidden `_worker STORE TYPES POLL_MS [--concurrency N] [--until-idle] [--name NAME]` mode:
-/// a no-op worker for the given types on STORE (an LMDB path or a PostgreSQL URL). It opens the
+/// a no-op worker for the given types on STORE (an LMDB path or a PostgreSQL URL; `-` reads it
+/// from OVERSEER_BENCH_STORE, which keeps a URL's password out of `ps`). It opens the
 /// store, prints `ready` on stdout and waits for a line on stdin before it starts, so that the
 /// parent times only the work. It runs until SIGTERM or, with `--until-idle`, until nothing of
 /// its types is ready or running anywhere. Used by the cross-process measurements.
@@ -248,7 +250,8 @@ enum HiddenWorker {
         c.poll = .milliseconds(Int64(poll))
         c.untilIdle = untilIdle
         do {
-            let store = try BenchStore.open(args[0])
+            let location = args[0] == "-" ? ProcessInfo.processInfo.environment["OVERSEER_BENCH_STORE"] ?? "" : args[0]
+            let store = try BenchStore.open(location)
             // Warm up: the read pool and the writer's connection (for PostgreSQL).
             _ = try store.lastPosition()
             try store.writeSync { _ in }
@@ -279,15 +282,28 @@ final class WorkerProcess {
     private let input = Pipe()
     private let output = Pipe()
 
+    /// The children still running, so that an interrupted bench can stop them too.
+    private static let live = Mutex<Set<Int32>>([])
+
+    /// SIGTERM to every child not yet waited for.
+    static func terminateAll() {
+        for pid in live.withLock({ $0 }) { kill(pid, SIGTERM) }
+    }
+
     init(location: String, types: String, poll: Int, concurrency: Int, untilIdle: Bool = false, name: String? = nil) throws {
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-        var arguments = ["_worker", location, types, String(poll), "--concurrency", String(concurrency)]
+        var arguments = ["_worker", "-", types, String(poll), "--concurrency", String(concurrency)]
         if untilIdle { arguments.append("--until-idle") }
         if let name { arguments += ["--name", name] }
         process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["OVERSEER_BENCH_STORE"] = location
+        process.environment = environment
         process.standardInput = input
         process.standardOutput = output
         try process.run()
+        let pid = process.processIdentifier
+        WorkerProcess.live.withLock { _ = $0.insert(pid) }
     }
 
     /// Blocks until the child has opened its store.
@@ -308,6 +324,7 @@ final class WorkerProcess {
     /// Waits for the child to exit; throws unless it exited with status 0.
     func wait() throws {
         process.waitUntilExit()
+        forget()
         guard process.terminationReason == .exit, process.terminationStatus == 0 else {
             throw BenchError("a _worker process failed (status \(process.terminationStatus))")
         }
@@ -319,5 +336,11 @@ final class WorkerProcess {
     func terminate() {
         if process.isRunning { process.terminate() }
         process.waitUntilExit()
+        forget()
+    }
+
+    private func forget() {
+        let pid = process.processIdentifier
+        _ = WorkerProcess.live.withLock { $0.remove(pid) }
     }
 }

@@ -80,6 +80,7 @@ for sig in [SIGINT, SIGTERM] {
     let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
     source.setEventHandler {
         Progress.say("overseer-bench: interrupted; cleaning up")
+        WorkerProcess.terminateAll()
         context.cleanUp()
         exit(128 + sig)
     }
