@@ -73,7 +73,7 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
             return state.hasPrefix("08") || state.hasPrefix("57P")
         }
         let m = error.message.lowercased()
-        let permanent = ["authentication failed", "does not exist", "no pg_hba.conf entry", "invalid", "permission denied", "missing \"=\"", "unsupported"]
+        let permanent = ["authentication failed", "does not exist", "no pg_hba.conf entry", "invalid", "permission denied", "missing \"=\"", "unsupported", "could not translate host name"]
         return !permanent.contains { m.contains($0) }
     }
 
