@@ -26,14 +26,25 @@ struct BenchResult: Sendable {
     }
 }
 
+/// `log --only verify`: sizes and where to keep the store.
+struct VerifyOnly: Sendable {
+    var facts: Int?
+    /// A store kept between runs; nil for a temp store removed at the end.
+    var store: String?
+    var repetitions: Int?
+}
+
 /// Shared by every suite of one invocation.
 final class BenchContext: Sendable {
     let quick: Bool
+    /// Set for `log --only verify`.
+    let verifyOnly: VerifyOnly?
     /// A fresh directory for this run's stores; removed at the end.
     let root: String
 
-    init(quick: Bool) throws {
+    init(quick: Bool, verifyOnly: VerifyOnly? = nil) throws {
         self.quick = quick
+        self.verifyOnly = verifyOnly
         let base = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         var template = Array((base + "/overseer-bench.XXXXXX").utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {

@@ -29,6 +29,10 @@ struct LogSuite: BenchSuite {
 
     func run(_ context: BenchContext) async throws {
         let sizes = context.quick ? Sizes.quick : Sizes.full
+        if let only = context.verifyOnly {
+            try verifyOnly(context, sizes, only)
+            return
+        }
         try await appendSingle(context, sizes)
         try await appendConcurrent(context, sizes)
         try await appendWithoutFsync(context, sizes)
@@ -232,10 +236,16 @@ struct LogSuite: BenchSuite {
         // includes that file-backed, reclaimable map; RssAnon growth is heap and stacks alone.
         // Later passes run with the map already resident.
         large = nil
-        let store = try LogStore(path: largePath)
+        try measureVerify(c, path: largePath, total: total, repetitions: s.verifyRepetitions)
+    }
+
+    /// Opens the store at `path` (durable, as `overseer verify` in a new process would) and runs
+    /// `verify()` `repetitions` times; emits the median rate and the first pass's memory growth.
+    private func measureVerify(_ c: BenchContext, path: String, total: UInt64, repetitions: Int) throws {
+        let store = try LogStore(path: path)
         guard try store.lastPosition() == total else { throw BenchError("the reopened store lost facts") }
         var rates: [Double] = []
-        for rep in 0..<s.verifyRepetitions {
+        for rep in 0..<repetitions {
             let peakReset = ProcessMemory.resetPeak()
             let rss0 = ProcessMemory.rss, anon0 = ProcessMemory.anon, file0 = ProcessMemory.file
             let sampler = MemorySampler()
@@ -253,6 +263,40 @@ struct LogSuite: BenchSuite {
             }
         }
         emit(c, "verify", Stats.median(rates), "facts/s")
+    }
+
+    /// `log --only verify`: fills a store like the large as-of store (or reuses, and if need be
+    /// extends, the one at `--store`), then measures verify alone.
+    private func verifyOnly(_ c: BenchContext, _ s: Sizes, _ only: VerifyOnly) throws {
+        let target = only.facts ?? s.largeLog
+        let path = only.store ?? c.path("verify-only")
+        defer { if only.store == nil { c.remove(path) } }
+        var options = StoreOptions()
+        options.durability = .unsafeNoSync   // for the fill only; verify reopens it durable
+        options.initialMapSize = 4 << 30
+        var store: LogStore! = try LogStore(path: path, options: options)
+        var have = Int(try store.lastPosition())
+        if have < target {
+            let clock = ContinuousClock()
+            let start = clock.now
+            // Run names continue after the runs already there (13 facts each, 33 for the fan run).
+            var made = have == 0 ? 0 : try store.runs().count
+            if have == 0 {
+                made = try LogSuite.fillSmall(store, to: min(target, s.smallLog))
+            }
+            var lastReport = have
+            try Workload.fill(store, to: target, runPrefix: "run", firstRun: made) { n in
+                if n - lastReport >= max(target / 10, 1) {
+                    lastReport = n
+                    Progress.say(String(format: "fill: %d facts, %.1f s", n, (clock.now - start).seconds))
+                }
+            }
+            have = Int(try store.lastPosition())
+            Progress.say(String(format: "filled to %d facts in %.1f s", have, (clock.now - start).seconds))
+        }
+        Progress.say(String(format: "verify store %@: %d facts, data file %.0f MB", path, have, Double(try store.sizeInBytes()) / 1e6))
+        store = nil
+        try measureVerify(c, path: path, total: UInt64(have), repetitions: only.repetitions ?? 3)
     }
 
     /// Median seconds of one `run(id, asOf: .position(p))` on each store, after a warm-up;
