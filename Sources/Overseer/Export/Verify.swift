@@ -211,7 +211,7 @@ extension LogStore {
             var report = checker.report
             if !foldBroken {
                 // Runs whose stored position matched no fact: their view is wrong.
-                for (_, ids) in lastOfRun {
+                for (_, ids) in lastOfRun.sorted(by: { $0.key < $1.key }) {
                     for id in ids {
                         report.add(Violation(kind: .view, position: nil, line: nil, message: "run '\(id)': the stored summary's last position matches no fact of the run"))
                     }
