@@ -30,9 +30,8 @@ struct ByteWriter {
     mutating func i64(_ v: Int64) { bytes.appendBigEndian(UInt64(bitPattern: v)) }
     mutating func int(_ v: Int) { i64(Int64(v)) }
     mutating func string(_ s: String) {
-        let u = Array(s.utf8)
-        u64(UInt64(u.count))
-        bytes.append(contentsOf: u)
+        u64(UInt64(s.utf8.count))
+        bytes.append(contentsOf: s.utf8)
     }
     mutating func optionalString(_ s: String?) {
         if let s {
