@@ -155,7 +155,7 @@ struct ChainChecker {
 
 /// An order-independent checksum of a set of keys, to compare an index with what the facts imply
 /// without holding either in memory: the count and the sum of a 64-bit hash of each key.
-struct KeySetDigest: Equatable {
+struct KeySetDigest: Equatable, Sendable {
     var count = 0
     var sum: UInt64 = 0
 
@@ -274,7 +274,7 @@ struct FactKeyHashes: Sendable {
 }
 
 /// What the index digests expect from the facts.
-struct ExpectedIndexes {
+struct ExpectedIndexes: Sendable {
     var byJob = KeySetDigest(), byRun = KeySetDigest(), byTime = KeySetDigest(), ids = KeySetDigest(), args = KeySetDigest()
 
     mutating func add(_ h: FactKeyHashes) {
@@ -289,7 +289,7 @@ struct ExpectedIndexes {
 /// A fact read in place from its line (which the scanner found canonical), for the fold: the
 /// strings it needs are made once, `data` is never built.
 struct ScannedLine: FoldFact {
-    let fact: ScannedFact
+    private let scanned: UnsafePointer<ScannedFact>
     let base: UnsafePointer<UInt8>
     let kind: FactKind
     let run: String?
@@ -297,8 +297,17 @@ struct ScannedLine: FoldFact {
     let worker: String?
     let reason: String?
 
-    init(_ f: ScannedFact, base: UnsafePointer<UInt8>) {
-        fact = f
+    var fact: ScannedFact { scanned.pointee }
+
+    /// `check`'s fact, which must be fast, read from `base`; both must outlive this.
+    init(_ check: UnsafePointer<LineCheck>, base: UnsafePointer<UInt8>) {
+        let f = UnsafeRawPointer(check).advanced(by: MemoryLayout<LineCheck>.offset(of: \LineCheck.fact)!).assumingMemoryBound(to: ScannedFact.self)
+        self.init(f, base: base)
+    }
+
+    init(_ scanned: UnsafePointer<ScannedFact>, base: UnsafePointer<UInt8>) {
+        self.scanned = scanned
+        let f = scanned.pointee
         self.base = base
         kind = f.knownKind.factKind ?? FactKind(rawValue: ScannedLine.string(f.kind, base) ?? "")
         run = ScannedLine.string(f.run, base)
@@ -313,10 +322,10 @@ struct ScannedLine: FoldFact {
         return String(decoding: UnsafeBufferPointer(start: base + Int(s.start), count: s.count), as: UTF8.self)
     }
 
-    var position: UInt64 { fact.position }
-    var time: Instant { fact.time }
-    var revision: UInt64? { fact.revision == 0 ? nil : fact.revision }
-    var attempt: Int? { fact.attempt.map { Int($0) } }
+    var position: UInt64 { scanned.pointee.position }
+    var time: Instant { scanned.pointee.time }
+    var revision: UInt64? { scanned.pointee.revision == 0 ? nil : scanned.pointee.revision }
+    var attempt: Int? { scanned.pointee.attempt.map { Int($0) } }
 
     private func bytes(_ s: LineSpan) -> UnsafeBufferPointer<UInt8> {
         UnsafeBufferPointer(start: base + Int(s.start), count: s.count)
@@ -330,18 +339,18 @@ struct ScannedLine: FoldFact {
         return (try? JSONValue.parse(bytes(s)))?.stringValue
     }
 
-    func dataString(_ key: FactDataKey) -> String? { stringValue(fact.member(key)) }
+    func dataString(_ key: FactDataKey) -> String? { stringValue(scanned.pointee.member(key)) }
 
-    func dataInteger(_ key: FactDataKey) -> Int64? { FactScanner.integer(fact.member(key), in: base) }
+    func dataInteger(_ key: FactDataKey) -> Int64? { FactScanner.integer(scanned.pointee.member(key), in: base) }
 
     func dataCanonicalBytes(_ key: FactDataKey) -> [UInt8]? {
-        let s = fact.member(key)
+        let s = scanned.pointee.member(key)
         return s.isPresent ? Array(bytes(s)) : nil
     }
 
     func dataStringList(_ key: FactDataKey) -> [String?] {
         var out: [String?] = []
-        let isArray = FactScanner.forEachElement(of: fact.member(key), in: base) { out.append(stringValue($0)) }
+        let isArray = FactScanner.forEachElement(of: scanned.pointee.member(key), in: base) { out.append(stringValue($0)) }
         return isArray ? out : []
     }
 }
@@ -484,6 +493,10 @@ struct FactBatch: Sendable {
     /// Each line's key, read as a position.
     var keys: [UInt64] = []
     var checks: [LineCheck] = []
+    /// Filled by the folding thread: the runs that these lines end, and the violations the fold
+    /// had found after them.
+    var ended: [EndedRun] = []
+    var foldViolations = 0
 
     var count: Int { ends.count }
 
@@ -492,6 +505,8 @@ struct FactBatch: Sendable {
         ends.removeAll(keepingCapacity: true)
         keys.removeAll(keepingCapacity: true)
         checks.removeAll(keepingCapacity: true)
+        ended.removeAll(keepingCapacity: true)
+        foldViolations = 0
     }
 
     mutating func append(key: UnsafeRawBufferPointer, line: UnsafeRawBufferPointer) {
@@ -514,7 +529,18 @@ struct FactBatch: Sendable {
                     checks.append(LineCheck())
                     continue
                 }
-                checks.append(LineCheck(fact: f, keyHashes: FactKeyHashes(f, base: line.baseAddress!)))
+                checks.append(LineCheck(fast: true, fact: f, keyHashes: FactKeyHashes(f, base: line.baseAddress!)))
+            }
+        }
+    }
+
+    /// Each line with its check, in order, until `body` returns false.
+    func withLines(_ body: (Int, UnsafeBufferPointer<UInt8>, UnsafePointer<LineCheck>) throws -> Bool) rethrows {
+        try bytes.withUnsafeBufferPointer { all in
+            try checks.withUnsafeBufferPointer { c in
+                for i in 0..<count {
+                    if try !body(i, UnsafeBufferPointer(rebasing: all[range(i)]), c.baseAddress! + i) { return }
+                }
             }
         }
     }
@@ -522,8 +548,10 @@ struct FactBatch: Sendable {
 
 /// The checking stage's verdict on one line.
 struct LineCheck: Sendable {
-    /// Set when the line is canonical and its hash matches; nil sends it through `Fact.decode`.
-    var fact: ScannedFact?
+    /// Whether the line is canonical and its hash matches; if not, it goes through `Fact.decode`.
+    var fast = false
+    /// The line's fields, when `fast`.
+    var fact = ScannedFact()
     var keyHashes = FactKeyHashes()
 }
 
@@ -543,13 +571,14 @@ final class Handoff<T: Sendable>: Sendable {
     }
 }
 
-/// How `verify()` splits its work; tests use small batches to cross batch boundaries.
+/// How `verify()` schedules its work; tests use small batches to cross batch boundaries.
 struct VerifyTuning: Sendable {
     /// Lines per batch.
     var batchLines = 4096
-    /// Check lines on a second thread while this one folds. nil: when there is a second core.
+    /// Fold on a second thread while this one reads and compares. nil: when there is a second
+    /// core.
     var secondThread: Bool? = nil
-    /// Batches handed to the checking thread and not yet folded, at most.
+    /// Batches handed to the folding thread and not yet back, at most.
     var inFlight = 3
 
     static let standard = VerifyTuning()
@@ -561,143 +590,87 @@ extension LogStore {
     /// the first position where they differ. Memory stays bounded by the runs in flight: a run's
     /// state is compared and dropped once the pass reaches its last fact.
     ///
-    /// With two cores, one thread reads the facts and folds them while a second checks each
-    /// line's form and hash (on copies of the lines: nothing but the calling thread touches the
-    /// transaction).
+    /// With two cores, this thread reads the facts, checks each line's form and hash, and
+    /// compares the views, while a second thread folds; that pass stops at the first violation,
+    /// and the store is then verified again on this thread alone, fact by fact, for the report
+    /// (the violations in log order, and the stop after 100 of them).
     public func verify() throws -> VerifyReport {
         try verify(tuning: .standard)
     }
 
     func verify(tuning: VerifyTuning) throws -> VerifyReport {
         try read { txn in
-            var pass = try StoreVerification(store: self, txn: txn)
-            let threaded = tuning.secondThread ?? (ProcessInfo.processInfo.activeProcessorCount > 1)
-            let batchLines = max(1, tuning.batchLines)
-            var current = FactBatch()
-            var spare: [FactBatch] = []
-            if threaded {
-                let toChecker = Handoff<FactBatch?>()
-                let fromChecker = Handoff<FactBatch>()
-                let finished = DispatchSemaphore(value: 0)
-                let checker = Thread {
-                    while let batch = toChecker.take() {
-                        var b = batch
-                        b.check()
-                        fromChecker.put(b)
-                    }
-                    finished.signal()
-                }
-                checker.name = "overseer-verify"
-                checker.start()
-                var inFlight = 0
-                defer {
-                    // Whatever happened, the checking thread ends before the transaction does.
-                    toChecker.put(nil)
-                    finished.wait()
-                }
-                func send() {
-                    toChecker.put(current)
-                    inFlight += 1
-                    current = spare.popLast() ?? FactBatch()
-                    current.reset()
-                }
-                func receive() throws {
-                    let b = fromChecker.take()
-                    inFlight -= 1
-                    try pass.process(b)
-                    spare.append(b)
-                }
-                try txn.forEach(dbs.facts) { k, v in
-                    current.append(key: k, line: v)
-                    if current.count >= batchLines {
-                        send()
-                        while inFlight > max(1, tuning.inFlight) - 1 { try receive() }
-                    }
-                    return !pass.stopped
-                }
-                if !pass.stopped, current.count > 0 { send() }
-                while inFlight > 0 { try receive() }
-            } else {
-                try txn.forEach(dbs.facts) { k, v in
-                    current.append(key: k, line: v)
-                    if current.count >= batchLines {
-                        current.check()
-                        try pass.process(current)
-                        current.reset()
-                    }
-                    return !pass.stopped
-                }
-                if !pass.stopped, current.count > 0 {
-                    current.check()
-                    try pass.process(current)
+            let lastOfRun = try StoreVerification.lastPositions(txn, dbs)
+            if tuning.secondThread ?? (ProcessInfo.processInfo.activeProcessorCount > 1) {
+                do {
+                    if let report = try StoreVerification.twoThreads(self, txn, lastOfRun, tuning) { return report }
+                } catch {
+                    // Decided by the sequential pass below, which throws too, or reports first.
                 }
             }
-            return try pass.finish()
+            return try StoreVerification.oneThread(self, txn, lastOfRun, tuning)
         }
     }
 }
 
-/// One store verification in progress, on the thread that holds the read transaction.
-private struct StoreVerification {
-    let store: LogStore
-    let txn: Transaction
-    let dbs: Databases
-    let views: LMDBViews
+/// A run that the fold has passed the last fact of, with its folded state, for the comparison
+/// with the stored views (which may happen on another thread).
+struct EndedRun: Sendable {
+    var id: String
+    /// nil when no fact created it.
+    var run: RunState?
+    /// Its jobs in creation order, each with the unfinished parents the fold counts.
+    var jobs: [(job: JobState, waiting: Int)] = []
+}
+
+/// The fold half of a verification: the chain, each fact's key and index entries, the fold, and
+/// the runs that end.
+struct FoldStage {
     var checker = ChainChecker(allowGaps: false)
     var memory = VerifyViews()
     /// Each run's last position, from the stored view; a run is compared when passed.
-    var lastOfRun: [UInt64: [String]] = [:]
+    var lastOfRun: [UInt64: [String]]
+    /// The positions in `lastOfRun`, as bits (when they are few enough to hold so): most facts
+    /// end no run, and a bit is cheaper to test than a dictionary.
+    private var lastBits: [UInt64]
     var expected = ExpectedIndexes()
-    var expectedReady = 0
-    var expectedWaiting = 0
     var foldBroken = false
     var last: UInt64 = 0
-    /// Set once 100 violations are kept: the facts after that are not looked at.
-    private(set) var stopped = false
 
-    init(store: LogStore, txn: Transaction) throws {
-        self.store = store
-        self.txn = txn
-        dbs = store.dbs
-        views = LMDBViews(txn: txn, dbs: dbs)
-        var lastOfRun: [UInt64: [String]] = [:]
-        try txn.forEach(dbs.runs) { _, v in
-            let run = try RunState(decoding: v)
-            lastOfRun[run.position, default: []].append(run.id)
-            return true
-        }
+    init(lastOfRun: [UInt64: [String]]) {
         self.lastOfRun = lastOfRun
-    }
-
-    /// The facts of one batch, in order.
-    mutating func process(_ batch: FactBatch) throws {
-        if stopped { return }
-        try batch.bytes.withUnsafeBufferPointer { all in
-            for i in 0..<batch.count {
-                let line = UnsafeBufferPointer(rebasing: all[batch.range(i)])
-                let position = batch.keys[i]
-                let check = batch.checks[i]
-                if let f = check.fact {
-                    checker.check(scanned: f, line: nil)
-                    try checked(ScannedLine(f, base: line.baseAddress!), storedAt: position, keyHashes: check.keyHashes)
-                } else {
-                    guard let fact = checker.check(line, line: nil) else {
-                        // An undecodable line stops the fold, never the pass.
-                        foldBroken = true
-                        continue
-                    }
-                    try checked(fact, storedAt: position, keyHashes: FactKeyHashes(fact))
-                }
-                if checker.report.violations.count >= 100 {
-                    stopped = true
-                    return
-                }
-            }
+        let highest = lastOfRun.keys.max() ?? 0
+        if highest < 1 << 28 {
+            lastBits = [UInt64](repeating: 0, count: Int(highest / 64) + 1)
+            for p in lastOfRun.keys { lastBits[Int(p / 64)] |= 1 << (p % 64) }
+        } else {
+            lastBits = []
         }
     }
 
-    /// One fact whose line decoded: its key, its index entries, the fold, and the runs it ends.
-    private mutating func checked<F: FoldFact>(_ fact: F, storedAt position: UInt64, keyHashes: FactKeyHashes) throws {
+    private func mayEndRuns(_ p: UInt64) -> Bool {
+        if lastBits.isEmpty { return true }
+        let word = Int(truncatingIfNeeded: p / 64)
+        return p / 64 < UInt64(lastBits.count) && lastBits[word] & (1 << (p % 64)) != 0
+    }
+
+    /// One line: false when it could not be decoded (which stops the fold, never the pass).
+    /// The runs it ends go to `ended`.
+    mutating func fact(_ line: UnsafeBufferPointer<UInt8>, storedAt position: UInt64, check: UnsafePointer<LineCheck>, ended: inout [EndedRun]) -> Bool {
+        if check.pointee.fast {
+            checker.check(scanned: check.pointee.fact, line: nil)
+            decoded(ScannedLine(check, base: line.baseAddress!), storedAt: position, keyHashes: check.pointee.keyHashes, ended: &ended)
+        } else {
+            guard let fact = checker.check(line, line: nil) else {
+                foldBroken = true
+                return false
+            }
+            decoded(fact, storedAt: position, keyHashes: FactKeyHashes(fact), ended: &ended)
+        }
+        return true
+    }
+
+    private mutating func decoded<F: FoldFact>(_ fact: F, storedAt position: UInt64, keyHashes: FactKeyHashes, ended: inout [EndedRun]) {
         if fact.position != position {
             checker.report.add(Violation(kind: .index, position: position, line: nil, message: "stored under position \(position) but says \(fact.position)"))
         }
@@ -711,24 +684,114 @@ private struct StoreVerification {
                 foldBroken = true
             }
         }
-        if !foldBroken, let done = lastOfRun.removeValue(forKey: fact.position) {
-            for runID in done {
-                expectedReady += try compareRun(runID)
+        if !foldBroken, mayEndRuns(fact.position), let done = lastOfRun.removeValue(forKey: fact.position) {
+            for id in done { ended.append(end(id)) }
+        }
+    }
+
+    /// Takes a run's folded state out of memory.
+    private mutating func end(_ id: String) -> EndedRun {
+        guard let run = memory.removeRun(id) else { return EndedRun(id: id, run: nil) }
+        var r = EndedRun(id: id, run: run)
+        for jobID in memory.removeJobs(ofRun: id) {
+            guard let job = memory.removeJob(jobID) else { continue }
+            r.jobs.append((job, memory.removeWaiting(jobID) ?? 0))
+            if let since = job.readySince {
+                memory.removeReadyKey(of: ReadyEntry(priority: job.priority, since: since, job: job.id, type: job.type, notBefore: job.notBefore))
+            }
+        }
+        return r
+    }
+
+    /// What the end of the verification needs of the fold.
+    var summary: FoldSummary {
+        FoldSummary(
+            report: checker.finishedReport, foldBroken: foldBroken, last: last, expected: expected,
+            unmatchedRuns: lastOfRun.sorted { $0.key < $1.key }.flatMap(\.value), unendedRuns: memory.runIDs.sorted(),
+            activeByType: memory.activeByType)
+    }
+}
+
+struct FoldSummary: Sendable {
+    var report: VerifyReport
+    var foldBroken: Bool
+    var last: UInt64
+    var expected: ExpectedIndexes
+    /// Runs whose stored last position matched no fact.
+    var unmatchedRuns: [String]
+    /// Runs the fold made that were never compared.
+    var unendedRuns: [String]
+    var activeByType: [String: Int]
+}
+
+/// The comparison half: each ended run against the stored views, then what is left.
+struct CompareStage {
+    let store: LogStore
+    let txn: Transaction
+    let dbs: Databases
+    let views: LMDBViews
+    var expectedReady = 0
+    var expectedWaiting = 0
+
+    init(store: LogStore, txn: Transaction) {
+        self.store = store
+        self.txn = txn
+        dbs = store.dbs
+        views = LMDBViews(txn: txn, dbs: dbs)
+    }
+
+    mutating func compare(_ ended: EndedRun, _ report: inout VerifyReport) throws {
+        let id = ended.id
+        guard let folded = ended.run else {
+            report.add(Violation(kind: .view, position: nil, line: nil, message: "run '\(id)' is in the runs view but no fact creates it"))
+            return
+        }
+        report.runs += 1
+        // A stored record with the very bytes of the folded one equals it; only a record that
+        // differs is decoded, to compare field by field as before.
+        if let bytes = try txn.get(dbs.runs, Array(id.utf8)), !folded.matchesEncoding(bytes) {
+            let stored = try RunState(decoding: bytes)
+            if stored != folded {
+                report.add(Violation(kind: .view, position: folded.position, line: nil, message: "run '\(id)': stored summary \(stored) differs from the fold \(folded)"))
+            }
+        }
+        for (job, foldedWaiting) in ended.jobs {
+            let jobID = job.id
+            report.jobs += 1
+            if let bytes = try txn.get(dbs.jobs, Array(jobID.utf8)) {
+                if !job.matchesEncoding(bytes) {
+                    let stored = try JobState(decoding: bytes)
+                    if stored != job {
+                        report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)': stored state differs from the fold (status \(stored.status) vs \(job.status), revision \(stored.revision) vs \(job.revision))"))
+                    }
+                }
+            } else {
+                report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)' is missing from the jobs view"))
+            }
+            let storedWaiting = try views.unfinishedParents(jobID)
+            if storedWaiting != foldedWaiting {
+                report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)': \(storedWaiting) unfinished parents stored, the fold counts \(foldedWaiting)"))
+            }
+            if foldedWaiting > 0 { expectedWaiting += 1 }
+            if let since = job.readySince {
+                expectedReady += 1
+                let entry = ReadyEntry(priority: job.priority, since: since, job: job.id, type: job.type, notBefore: job.notBefore)
+                let stored = try txn.get(dbs.ready, entry.key)
+                if stored.map({ !sameBytes($0, entry.value) }) ?? true {
+                    report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)': its ready-set entry is missing or differs"))
+                }
             }
         }
     }
 
     /// After the last fact: what is left of the views, the indexes and the head.
-    mutating func finish() throws -> VerifyReport {
-        var report = checker.finishedReport
-        if !foldBroken {
+    func finish(_ fold: FoldSummary, _ report: inout VerifyReport) throws {
+        if !fold.foldBroken {
             // Runs whose stored position matched no fact: their view is wrong.
-            for (_, ids) in lastOfRun.sorted(by: { $0.key < $1.key }) {
-                for id in ids {
-                    report.add(Violation(kind: .view, position: nil, line: nil, message: "run '\(id)': the stored summary's last position matches no fact of the run"))
-                }
+            for id in fold.unmatchedRuns {
+                report.add(Violation(kind: .view, position: nil, line: nil, message: "run '\(id)': the stored summary's last position matches no fact of the run"))
             }
-            for id in memory.runIDs.sorted() {
+            for id in fold.unendedRuns {
                 report.add(Violation(kind: .view, position: nil, line: nil, message: "run '\(id)': the stored summary's last position is wrong or missing"))
             }
             let storedJobs = try txn.count(dbs.jobs)
@@ -748,8 +811,8 @@ private struct StoreVerification {
                 storedActive[String(decoding: k, as: UTF8.self)] = Int(readBigEndian64(v))
                 return true
             }
-            if storedActive != memory.activeByType {
-                report.add(Violation(kind: .view, position: nil, line: nil, message: "live claims by type: stored \(storedActive.sorted { $0.key < $1.key }), folded \(memory.activeByType.sorted { $0.key < $1.key })"))
+            if storedActive != fold.activeByType {
+                report.add(Violation(kind: .view, position: nil, line: nil, message: "live claims by type: stored \(storedActive.sorted { $0.key < $1.key }), folded \(fold.activeByType.sorted { $0.key < $1.key })"))
             }
         }
         func actual(_ db: Database, _ hash: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> UInt64) throws -> KeySetDigest {
@@ -760,6 +823,7 @@ private struct StoreVerification {
             }
             return d
         }
+        let expected = fold.expected
         let indexes: [(String, Database, KeySetDigest, (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> UInt64)] = [
             ("by_job", dbs.byJob, expected.byJob, { k, _ in KeyHash.prefixedKey(k) }),
             ("by_run", dbs.byRun, expected.byRun, { k, _ in KeyHash.prefixedKey(k) }),
@@ -774,59 +838,153 @@ private struct StoreVerification {
             }
         }
         let head = try store.core.head(txn)
+        let last = fold.last
         if head.position != last || (last > 0 && head.hash != report.headHash) {
             report.add(Violation(kind: .head, position: head.position, line: nil, message: "the recorded head (position \(head.position), \(head.hash.hex)) differs from the last fact (position \(last), \(report.headHash.hex))"))
         }
+    }
+}
+
+enum StoreVerification {
+    /// Each run's last position, from the stored runs view.
+    static func lastPositions(_ txn: Transaction, _ dbs: Databases) throws -> [UInt64: [String]] {
+        var lastOfRun: [UInt64: [String]] = [:]
+        try txn.forEach(dbs.runs) { _, v in
+            let run = try RunState(decoding: v)
+            lastOfRun[run.position, default: []].append(run.id)
+            return true
+        }
+        return lastOfRun
+    }
+
+    /// Fact by fact on this thread, each fact's violations in order (the chain, its key, the
+    /// fold, the runs it ends), until 100 of them are kept.
+    static func oneThread(_ store: LogStore, _ txn: Transaction, _ lastOfRun: [UInt64: [String]], _ tuning: VerifyTuning) throws -> VerifyReport {
+        var fold = FoldStage(lastOfRun: lastOfRun)
+        var compare = CompareStage(store: store, txn: txn)
+        var batch = FactBatch()
+        var stopped = false
+        var ended: [EndedRun] = []
+        func process() throws {
+            batch.check()
+            try batch.withLines { i, line, check in
+                ended.removeAll(keepingCapacity: true)
+                guard fold.fact(line, storedAt: batch.keys[i], check: check, ended: &ended) else { return true }
+                for r in ended { try compare.compare(r, &fold.checker.report) }
+                stopped = fold.checker.report.violations.count >= 100
+                return !stopped
+            }
+            batch.reset()
+        }
+        try txn.forEach(store.dbs.facts) { k, v in
+            batch.append(key: k, line: v)
+            if batch.count >= max(1, tuning.batchLines) { try process() }
+            return !stopped
+        }
+        if !stopped, batch.count > 0 { try process() }
+        let summary = fold.summary
+        var report = summary.report
+        try compare.finish(summary, &report)
         return report
     }
 
-    /// Compares one run's folded state with the stored views, then drops it from memory. Returns
-    /// the number of ready entries the run should have.
-    private mutating func compareRun(_ id: String) throws -> Int {
-        guard let folded = memory.removeRun(id) else {
-            checker.report.add(Violation(kind: .view, position: nil, line: nil, message: "run '\(id)' is in the runs view but no fact creates it"))
-            return 0
-        }
-        checker.report.runs += 1
-        // A stored record with the very bytes of the folded one is equal to it; only a record
-        // that differs is decoded, to compare field by field as before.
-        if let bytes = try txn.get(dbs.runs, Array(id.utf8)), !sameBytes(bytes, folded.encoded) {
-            let stored = try RunState(decoding: bytes)
-            if stored != folded {
-                checker.report.add(Violation(kind: .view, position: folded.position, line: nil, message: "run '\(id)': stored summary \(stored) differs from the fold \(folded)"))
+    enum ToFold: Sendable {
+        case batch(FactBatch)
+        case finish
+    }
+
+    enum FromFold: Sendable {
+        case batch(FactBatch)
+        case finished(FoldSummary)
+    }
+
+    /// This thread reads, checks each line and compares; a second one folds. nil as soon as
+    /// either finds a violation: the caller then verifies on one thread, for the report.
+    static func twoThreads(_ store: LogStore, _ txn: Transaction, _ lastOfRun: [UInt64: [String]], _ tuning: VerifyTuning) throws -> VerifyReport? {
+        let toFold = Handoff<ToFold>()
+        let fromFold = Handoff<FromFold>()
+        let folder = Thread {
+            var fold = FoldStage(lastOfRun: lastOfRun)
+            var ended: [EndedRun] = []
+            loop: while true {
+                switch toFold.take() {
+                case .batch(var b):
+                    ended.removeAll(keepingCapacity: true)
+                    if fold.checker.report.violationCount == 0 {
+                        b.withLines { i, line, check in
+                            let decoded = fold.fact(line, storedAt: b.keys[i], check: check, ended: &ended)
+                            return decoded && fold.checker.report.violationCount == 0
+                        }
+                    }
+                    swap(&ended, &b.ended)
+                    b.foldViolations = fold.checker.report.violationCount
+                    fromFold.put(.batch(b))
+                case .finish:
+                    fromFold.put(.finished(fold.summary))
+                    break loop
+                }
             }
         }
-        var ready = 0
-        for jobID in memory.removeJobs(ofRun: id) {
-            guard let job = memory.removeJob(jobID) else { continue }
-            checker.report.jobs += 1
-            if let bytes = try txn.get(dbs.jobs, Array(jobID.utf8)) {
-                if !sameBytes(bytes, job.encoded) {
-                    let stored = try JobState(decoding: bytes)
-                    if stored != job {
-                        checker.report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)': stored state differs from the fold (status \(stored.status) vs \(job.status), revision \(stored.revision) vs \(job.revision))"))
+        folder.name = "overseer-verify"
+        folder.start()
+        var compare = CompareStage(store: store, txn: txn)
+        var compared = VerifyReport()
+        var batch = FactBatch()
+        var spare: [FactBatch] = []
+        var inFlight = 0
+        var failed = false
+        var summary: FoldSummary?
+        defer {
+            // Whatever happened, the folding thread is done before the transaction is.
+            if summary == nil {
+                while inFlight > 0 {
+                    if case .batch = fromFold.take() { inFlight -= 1 }
+                }
+                toFold.put(.finish)
+                _ = fromFold.take()
+            }
+        }
+        func send() {
+            batch.check()
+            toFold.put(.batch(batch))
+            inFlight += 1
+            batch = spare.popLast() ?? FactBatch()
+            batch.reset()
+        }
+        func receive() throws {
+            guard case .batch(let b) = fromFold.take() else { return }
+            inFlight -= 1
+            if b.foldViolations > 0 { failed = true }
+            if !failed {
+                for r in b.ended {
+                    try compare.compare(r, &compared)
+                    if compared.violationCount > 0 {
+                        failed = true
+                        break
                     }
                 }
-            } else {
-                checker.report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)' is missing from the jobs view"))
             }
-            let storedWaiting = try views.unfinishedParents(jobID)
-            let foldedWaiting = memory.removeWaiting(jobID) ?? 0
-            if storedWaiting != foldedWaiting {
-                checker.report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)': \(storedWaiting) unfinished parents stored, the fold counts \(foldedWaiting)"))
-            }
-            if foldedWaiting > 0 { expectedWaiting += 1 }
-            if let since = job.readySince {
-                ready += 1
-                let entry = ReadyEntry(priority: job.priority, since: since, job: job.id, type: job.type, notBefore: job.notBefore)
-                let stored = try txn.get(dbs.ready, entry.key)
-                if stored.map({ !sameBytes($0, entry.value) }) ?? true {
-                    checker.report.add(Violation(kind: .view, position: job.position, line: nil, message: "job '\(jobID)': its ready-set entry is missing or differs"))
-                }
-                memory.removeReadyKey(of: entry)
-            }
+            spare.append(b)
         }
-        return ready
+        try txn.forEach(store.dbs.facts) { k, v in
+            batch.append(key: k, line: v)
+            if batch.count >= max(1, tuning.batchLines) {
+                send()
+                while inFlight >= max(1, tuning.inFlight) { try receive() }
+            }
+            return !failed
+        }
+        if !failed, batch.count > 0 { send() }
+        while inFlight > 0 { try receive() }
+        toFold.put(.finish)
+        guard case .finished(let s) = fromFold.take() else { return nil }
+        summary = s
+        if failed || s.report.violationCount > 0 { return nil }
+        var report = s.report
+        report.runs = compared.runs
+        report.jobs = compared.jobs
+        try compare.finish(s, &report)
+        return report
     }
 }
 

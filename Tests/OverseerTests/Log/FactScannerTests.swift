@@ -111,7 +111,9 @@ func expectScannerAgrees(_ line: [UInt8], _ what: String, sourceLocation: Source
             return true
         }
         let base = b.baseAddress!
-        let s = ScannedLine(f, base: base)
+        var scanned = f
+        return withUnsafePointer(to: &scanned) { fp -> Bool in
+        let s = ScannedLine(fp, base: base)
         func text(_ span: LineSpan) -> String? { ScannedLine.string(span, base) }
         #expect(f.position == fact.position && f.time == fact.time, "\(what)", sourceLocation: sourceLocation)
         #expect(text(f.id) == fact.id && s.kind == fact.kind && s.run == fact.run && s.job == fact.job, "\(what)", sourceLocation: sourceLocation)
@@ -128,6 +130,7 @@ func expectScannerAgrees(_ line: [UInt8], _ what: String, sourceLocation: Source
         let keys = FactKeyHashes(f, base: base), reference = FactKeyHashes(fact)
         #expect(keys.time == reference.time && keys.id == reference.id && keys.job == reference.job && keys.run == reference.run && keys.args == reference.args, "\(what): index hashes", sourceLocation: sourceLocation)
         return true
+        }
     }
 }
 
