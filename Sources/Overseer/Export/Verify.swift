@@ -299,21 +299,35 @@ struct ScannedLine: FoldFact {
 
     var fact: ScannedFact { scanned.pointee }
 
+    /// The fact's strings.
+    struct Strings: Sendable {
+        var kind: FactKind
+        var run, job, worker, reason: String?
+
+        init(_ f: ScannedFact, _ base: UnsafePointer<UInt8>) {
+            kind = f.knownKind.factKind ?? FactKind(rawValue: ScannedLine.string(f.kind, base) ?? "")
+            run = ScannedLine.string(f.run, base)
+            job = ScannedLine.string(f.job, base)
+            worker = ScannedLine.string(f.worker, base)
+            reason = ScannedLine.string(f.reason, base)
+        }
+    }
+
     /// `check`'s fact, which must be fast, read from `base`; both must outlive this.
     init(_ check: UnsafePointer<LineCheck>, base: UnsafePointer<UInt8>) {
         let f = UnsafeRawPointer(check).advanced(by: MemoryLayout<LineCheck>.offset(of: \LineCheck.fact)!).assumingMemoryBound(to: ScannedFact.self)
-        self.init(f, base: base)
+        self.init(f, base: base, strings: check.pointee.strings ?? Strings(f.pointee, base))
     }
 
-    init(_ scanned: UnsafePointer<ScannedFact>, base: UnsafePointer<UInt8>) {
+    init(_ scanned: UnsafePointer<ScannedFact>, base: UnsafePointer<UInt8>, strings: Strings? = nil) {
         self.scanned = scanned
-        let f = scanned.pointee
         self.base = base
-        kind = f.knownKind.factKind ?? FactKind(rawValue: ScannedLine.string(f.kind, base) ?? "")
-        run = ScannedLine.string(f.run, base)
-        job = ScannedLine.string(f.job, base)
-        worker = ScannedLine.string(f.worker, base)
-        reason = ScannedLine.string(f.reason, base)
+        let s = strings ?? Strings(scanned.pointee, base)
+        kind = s.kind
+        run = s.run
+        job = s.job
+        worker = s.worker
+        reason = s.reason
     }
 
     /// A string's contents, which the scanner found valid UTF-8 and free of escapes.
@@ -403,9 +417,10 @@ struct VerifyViews: FoldTarget {
     func job(_ id: String) -> JobState? { jobs[id]?.state }
 
     mutating func takeJob(_ id: String) -> JobState? {
-        guard let slot = jobs[id], let state = slot.state else { return nil }
-        slot.state = nil
-        takenJob = (id, slot)
+        guard let slot = jobs[id] else { return nil }
+        var state: JobState? = nil
+        swap(&state, &slot.state)
+        if state != nil { takenJob = (id, slot) }
         return state
     }
 
@@ -428,9 +443,10 @@ struct VerifyViews: FoldTarget {
     func run(_ id: String) -> RunState? { runs[id]?.state }
 
     mutating func takeRun(_ id: String) -> RunState? {
-        guard let slot = runs[id], let state = slot.state else { return nil }
-        slot.state = nil
-        takenRun = (id, slot)
+        guard let slot = runs[id] else { return nil }
+        var state: RunState? = nil
+        swap(&state, &slot.state)
+        if state != nil { takenRun = (id, slot) }
         return state
     }
 
@@ -457,29 +473,58 @@ struct VerifyViews: FoldTarget {
         }
     }
 
-    func active(_ type: String) -> Int { activeByType[type] ?? 0 }
+    // The fold reads a count, then often reads it again or sets it: the last one is kept.
+    private var lastActive: (type: String, count: Int)?
+    private var lastWaiting: (job: String, count: Int)?
+
+    mutating func active(_ type: String) -> Int {
+        if let a = lastActive, a.type == type { return a.count }
+        let count = activeByType[type] ?? 0
+        lastActive = (type, count)
+        return count
+    }
 
     mutating func setActive(_ type: String, _ count: Int) {
         activeByType[type] = count == 0 ? nil : count
+        lastActive = (type, count)
     }
 
-    func unfinishedParents(_ job: String) -> Int { waiting[job] ?? 0 }
+    mutating func unfinishedParents(_ job: String) -> Int {
+        if let w = lastWaiting, w.job == job { return w.count }
+        let count = waiting[job] ?? 0
+        lastWaiting = (job, count)
+        return count
+    }
 
     mutating func setUnfinishedParents(_ job: String, _ count: Int) {
         waiting[job] = count == 0 ? nil : count
+        lastWaiting = (job, count)
     }
 
     // For the comparison with the stored views, which drops what it compared.
 
     var runIDs: [String] { Array(runs.keys) }
 
-    mutating func removeRun(_ id: String) -> RunState? { runs.removeValue(forKey: id)?.state }
+    mutating func removeRun(_ id: String) -> RunState? {
+        guard let slot = runs.removeValue(forKey: id) else { return nil }
+        var state: RunState? = nil
+        swap(&state, &slot.state)
+        return state
+    }
 
     mutating func removeJobs(ofRun id: String) -> [String] { jobsOfRun.removeValue(forKey: id) ?? [] }
 
-    mutating func removeJob(_ id: String) -> JobState? { jobs.removeValue(forKey: id)?.state }
+    mutating func removeJob(_ id: String) -> JobState? {
+        guard let slot = jobs.removeValue(forKey: id) else { return nil }
+        var state: JobState? = nil
+        swap(&state, &slot.state)
+        return state
+    }
 
-    mutating func removeWaiting(_ job: String) -> Int? { waiting.removeValue(forKey: job) }
+    mutating func removeWaiting(_ job: String) -> Int? {
+        lastWaiting = nil
+        return waiting.removeValue(forKey: job)
+    }
 
     mutating func removeReadyKey(of entry: ReadyEntry) { ready.remove(ReadyKey(entry)) }
 }
@@ -529,7 +574,8 @@ struct FactBatch: Sendable {
                     checks.append(LineCheck())
                     continue
                 }
-                checks.append(LineCheck(fast: true, fact: f, keyHashes: FactKeyHashes(f, base: line.baseAddress!)))
+                let base = line.baseAddress!
+                checks.append(LineCheck(fast: true, fact: f, keyHashes: FactKeyHashes(f, base: base), strings: ScannedLine.Strings(f, base)))
             }
         }
     }
@@ -553,6 +599,8 @@ struct LineCheck: Sendable {
     /// The line's fields, when `fast`.
     var fact = ScannedFact()
     var keyHashes = FactKeyHashes()
+    /// The strings the fold reads, made here rather than by the fold.
+    var strings: ScannedLine.Strings?
 }
 
 /// A one-way queue between two threads.
