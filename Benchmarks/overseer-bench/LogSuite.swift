@@ -249,14 +249,16 @@ struct LogSuite: BenchSuite {
             let peakReset = ProcessMemory.resetPeak()
             let rss0 = ProcessMemory.rss, anon0 = ProcessMemory.anon, file0 = ProcessMemory.file
             let sampler = MemorySampler()
+            let cpu0 = ProcessMemory.cpuSeconds
             let (report, seconds) = try measure { try store.verify() }
+            let cpu = ProcessMemory.cpuSeconds - cpu0
             let peaks = sampler.stop()
             let hwm = ProcessMemory.hwm
             guard report.ok, UInt64(report.facts) == total else { throw BenchError("verify: \(report)") }
             rates.append(Double(report.facts) / seconds)
-            Progress.say(String(format: "verify rep %d: %d facts in %.2f s = %.0f facts/s; RSS %.0f MB before, VmHWM %.0f MB after (peak reset %@); peak RssAnon +%.1f MB, peak RssFile +%.1f MB",
-                                rep + 1, report.facts, seconds, rates.last!, Double(rss0) / 1e6, Double(hwm) / 1e6,
-                                peakReset ? "ok" : "refused", Double(peaks.anon - anon0) / 1e6, Double(peaks.file - file0) / 1e6))
+            Progress.say(String(format: "verify rep %d: %d facts in %.2f s = %.0f facts/s (CPU %.2f s, %.2f us/fact); RSS %.0f MB before, VmHWM %.0f MB after (peak reset %@); peak RssAnon +%.1f MB, peak RssFile +%.1f MB; load %@",
+                                rep + 1, report.facts, seconds, rates.last!, cpu, cpu / Double(max(1, report.facts)) * 1e6, Double(rss0) / 1e6, Double(hwm) / 1e6,
+                                peakReset ? "ok" : "refused", Double(peaks.anon - anon0) / 1e6, Double(peaks.file - file0) / 1e6, loadAverage()))
             if rep == 0 {
                 emit(c, "verify.rss_growth", Double(max(hwm, peaks.rss) - rss0) / 1_048_576.0, "MB")
                 emit(c, "verify.anon_growth", Double(max(0, peaks.anon - anon0)) / 1_048_576.0, "MB")
