@@ -981,12 +981,13 @@ enum StoreVerification {
         var spare: [FactBatch] = []
         var inFlight = 0
         var failed = false
-        var summary: FoldSummary?
+        var folderDone = false
         defer {
             // Whatever happened, the folding thread is done before the transaction is.
-            if summary == nil {
+            if !folderDone {
                 while inFlight > 0 {
-                    if case .batch = fromFold.take() { inFlight -= 1 }
+                    _ = fromFold.take()
+                    inFlight -= 1
                 }
                 toFold.put(.finish)
                 _ = fromFold.take()
@@ -1025,9 +1026,9 @@ enum StoreVerification {
         if !failed, batch.count > 0 { send() }
         while inFlight > 0 { try receive() }
         toFold.put(.finish)
-        guard case .finished(let s) = fromFold.take() else { return nil }
-        summary = s
-        if failed || s.report.violationCount > 0 { return nil }
+        let last = fromFold.take()
+        folderDone = true
+        guard case .finished(let s) = last, !failed, s.report.violationCount == 0 else { return nil }
         var report = s.report
         report.runs = compared.runs
         report.jobs = compared.jobs

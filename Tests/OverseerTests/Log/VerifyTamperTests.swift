@@ -480,6 +480,27 @@ func position(_ store: LogStore, _ kind: FactKind, job: String? = nil, run: Stri
         }
     }
 
+    /// A stored record that cannot be decoded is an error, not a violation, as before; on the
+    /// second thread's pass too (it must end that pass and the thread cleanly).
+    @Test func undecodableRecordsAreErrors() async throws {
+        for (db, key) in [("jobs", "r1/start"), ("runs", "r2"), ("jobs", "r2/b")] {
+            for tuning in [VerifyTuning(), VerifyTuning(batchLines: 2, secondThread: true), VerifyTuning(secondThread: false)] {
+                try await withFixture { store in
+                    try tamper(store) { txn, dbs in
+                        let d = db == "jobs" ? dbs.jobs : dbs.runs
+                        let b = try #require(try txn.getBytes(d, Array(key.utf8)))
+                        try txn.put(d, Array(key.utf8), Array(b.prefix(b.count / 2)))
+                    }
+                    #expect(throws: (any Error).self, "reference, \(db) \(key)") { _ = try store.referenceVerify() }
+                    #expect(throws: (any Error).self, "\(tuning), \(db) \(key)") { _ = try store.verify(tuning: tuning) }
+                    // The store can still be read and verified after the failed verifications.
+                    try tamper(store) { txn, dbs in try txn.clear(db == "jobs" ? dbs.jobs : dbs.runs) }
+                    try expectSameVerdict(store, "\(db) cleared")
+                }
+            }
+        }
+    }
+
     /// Indexes that differ from the facts: index violations.
     @Test func tamperedIndexes() async throws {
         let dbNames: [(String, (Databases) -> Database)] = [("by_job", \.byJob), ("by_run", \.byRun), ("by_time", \.byTime), ("fact_ids", \.factIDs), ("run_args", \.runArgs)]
