@@ -617,6 +617,48 @@ final class Handoff<T: Sendable>: Sendable {
         available.wait()
         return items.withLock { $0.removeFirst() }
     }
+
+    /// The next item if there is one, without waiting.
+    func poll() -> T? {
+        guard available.wait(timeout: .now()) == .success else { return nil }
+        return items.withLock { $0.removeFirst() }
+    }
+}
+
+/// The stored entries of one index, hashed into a digest a chunk at a time (in one read
+/// transaction the chunks make up exactly one pass over the entries).
+struct IndexScan {
+    let name: String
+    let db: Database
+    let hash: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> UInt64
+    private(set) var digest = KeySetDigest()
+    /// The first key not hashed yet (empty: from the start).
+    private var next: [UInt8] = []
+    private(set) var done = false
+
+    init(_ name: String, _ db: Database, _ hash: @escaping (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> UInt64) {
+        self.name = name
+        self.db = db
+        self.hash = hash
+    }
+
+    mutating func scan(_ txn: Transaction, upTo limit: Int) throws {
+        guard !done else { return }
+        var n = 0
+        var resume: [UInt8]?
+        var d = digest
+        try txn.forEach(db, from: next) { k, v in
+            if n == limit {
+                resume = Array(k)
+                return false
+            }
+            d.add(hash(k, v))
+            n += 1
+            return true
+        }
+        digest = d
+        if let resume { next = resume } else { done = true }
+    }
 }
 
 /// How `verify()` schedules its work; tests use small batches to cross batch boundaries.
@@ -780,12 +822,29 @@ struct CompareStage {
     let views: LMDBViews
     var expectedReady = 0
     var expectedWaiting = 0
+    /// What the indexes hold; scanned at the end, or bit by bit while waiting for the fold.
+    private var scans: [IndexScan]
 
     init(store: LogStore, txn: Transaction) {
         self.store = store
         self.txn = txn
         dbs = store.dbs
         views = LMDBViews(txn: txn, dbs: dbs)
+        scans = [
+            IndexScan("by_job", dbs.byJob) { k, _ in KeyHash.prefixedKey(k) },
+            IndexScan("by_run", dbs.byRun) { k, _ in KeyHash.prefixedKey(k) },
+            IndexScan("by_time", dbs.byTime) { k, _ in KeyHash.bytes(k) },
+            IndexScan("fact_ids", dbs.factIDs) { k, _ in KeyHash.bytes(k) },
+            IndexScan("run_args", dbs.runArgs) { k, v in KeyHash.pair(KeyHash.bytes(k), KeyHash.bytes(v)) },
+        ]
+    }
+
+    var indexesLeft: Bool { scans.contains { !$0.done } }
+
+    /// Hashes up to `limit` more index entries.
+    mutating func scanIndexes(upTo limit: Int) throws {
+        guard let i = scans.firstIndex(where: { !$0.done }) else { return }
+        try scans[i].scan(txn, upTo: limit)
     }
 
     mutating func compare(_ ended: EndedRun, _ report: inout VerifyReport) throws {
@@ -833,7 +892,7 @@ struct CompareStage {
     }
 
     /// After the last fact: what is left of the views, the indexes and the head.
-    func finish(_ fold: FoldSummary, _ report: inout VerifyReport) throws {
+    mutating func finish(_ fold: FoldSummary, _ report: inout VerifyReport) throws {
         if !fold.foldBroken {
             // Runs whose stored position matched no fact: their view is wrong.
             for id in fold.unmatchedRuns {
@@ -863,26 +922,12 @@ struct CompareStage {
                 report.add(Violation(kind: .view, position: nil, line: nil, message: "live claims by type: stored \(storedActive.sorted { $0.key < $1.key }), folded \(fold.activeByType.sorted { $0.key < $1.key })"))
             }
         }
-        func actual(_ db: Database, _ hash: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> UInt64) throws -> KeySetDigest {
-            var d = KeySetDigest()
-            try txn.forEach(db) { k, v in
-                d.add(hash(k, v))
-                return true
-            }
-            return d
-        }
-        let expected = fold.expected
-        let indexes: [(String, Database, KeySetDigest, (UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> UInt64)] = [
-            ("by_job", dbs.byJob, expected.byJob, { k, _ in KeyHash.prefixedKey(k) }),
-            ("by_run", dbs.byRun, expected.byRun, { k, _ in KeyHash.prefixedKey(k) }),
-            ("by_time", dbs.byTime, expected.byTime, { k, _ in KeyHash.bytes(k) }),
-            ("fact_ids", dbs.factIDs, expected.ids, { k, _ in KeyHash.bytes(k) }),
-            ("run_args", dbs.runArgs, expected.args, { k, v in KeyHash.pair(KeyHash.bytes(k), KeyHash.bytes(v)) }),
-        ]
-        for (name, db, want, hash) in indexes {
-            let got = try actual(db, hash)
+        let e = fold.expected
+        for (i, want) in [e.byJob, e.byRun, e.byTime, e.ids, e.args].enumerated() {
+            try scans[i].scan(txn, upTo: .max)
+            let got = scans[i].digest
             if got != want {
-                report.add(Violation(kind: .index, position: nil, line: nil, message: "index \(name) holds \(got.count) entries that do not match the \(want.count) the facts imply"))
+                report.add(Violation(kind: .index, position: nil, line: nil, message: "index \(scans[i].name) holds \(got.count) entries that do not match the \(want.count) the facts imply"))
             }
         }
         let head = try store.core.head(txn)
@@ -1001,7 +1046,14 @@ enum StoreVerification {
             batch.reset()
         }
         func receive() throws {
-            guard case .batch(let b) = fromFold.take() else { return }
+            // While the fold is behind, hash index entries for the end: that work would
+            // otherwise wait until the last fact is folded.
+            var message: FromFold?
+            while message == nil, compare.indexesLeft {
+                message = fromFold.poll()
+                if message == nil { try compare.scanIndexes(upTo: 512) }
+            }
+            guard case .batch(let b) = message ?? fromFold.take() else { return }
             inFlight -= 1
             if b.foldViolations > 0 { failed = true }
             if !failed {
