@@ -164,6 +164,37 @@ enum FactScanner {
         }
     }
 
+    static let ones: UInt64 = 0x0101_0101_0101_0101
+    static let highs: UInt64 = 0x8080_8080_8080_8080
+
+    /// Whether any of the eight bytes of `x` is not one a canonical string holds as it is when
+    /// it is ASCII: a control character, `"`, `\\`, or a byte of 0x80 or more. (The usual
+    /// word tricks: exact as a yes or no.)
+    @inline(__always) static func hasSpecialByte(_ x: UInt64) -> Bool {
+        @inline(__always) func hasZero(_ v: UInt64) -> Bool { (v &- ones) & ~v & highs != 0 }
+        let control = (x &- ones &* 0x20) & ~x & highs
+        return x & highs != 0 || control != 0 || hasZero(x ^ (ones &* 0x22)) || hasZero(x ^ (ones &* 0x5C))
+    }
+
+    /// Eight lower-case hex digits (in memory order) as four bytes (in memory order in the low
+    /// 32 bits); nil when one is not a lower-case hex digit.
+    @inline(__always) static func hexWord(_ x: UInt64) -> UInt32? {
+        guard x & highs == 0 else { return nil }
+        // For bytes below 0x80, adding 0x80 - lo sets a byte's high bit when it is >= lo, and
+        // adding 0x7F - hi when it is > hi; no carry crosses into the next byte.
+        let atLeast0 = x &+ ones &* (0x80 - 0x30), above9 = x &+ ones &* (0x7F - 0x39)
+        let atLeastA = x &+ ones &* (0x80 - 0x61), aboveF = x &+ ones &* (0x7F - 0x66)
+        let digit = atLeast0 & ~above9 & highs, letter = atLeastA & ~aboveF & highs
+        guard digit | letter == highs else { return nil }
+        // '0'-'9' are 0x30-0x39 and 'a'-'f' 0x61-0x66: the low four bits, plus 9 for letters.
+        let nibbles = (x & (ones &* 0x0F)) &+ (letter >> 7) &* 9
+        // Byte 2j becomes nibble 2j << 4 | nibble 2j+1; then the even bytes are packed.
+        var v = ((nibbles << 4) | (nibbles >> 8)) & 0x00FF_00FF_00FF_00FF
+        v = (v | (v >> 8)) & 0x0000_FFFF_0000_FFFF
+        v = (v | (v >> 16)) & 0x0000_0000_FFFF_FFFF
+        return UInt32(truncatingIfNeeded: v)
+    }
+
     /// Bytes that a canonical string holds as they are when they are ASCII: 0x20-0x7F but `"`
     /// and `\`.
     @inline(__always) static func isPlainASCII(_ b: UInt8) -> Bool {
@@ -184,11 +215,33 @@ enum FactScanner {
 
         @inline(__always) var peek: UInt8 { i < count ? base[i] : 0 }
 
+        /// The bytes of `s` at `i`; compared inline (a call to memcmp for each of a line's
+        /// dozen short member names cost more than the comparisons).
         @inline(__always) mutating func literal(_ s: StaticString) -> Bool {
             let n = s.utf8CodeUnitCount
-            guard i + n <= count, memcmp(base + i, s.utf8Start, n) == 0 else { return false }
+            guard i + n <= count else { return false }
+            let p = UnsafeRawPointer(s.utf8Start), q = UnsafeRawPointer(base + i)
+            var k = 0
+            while k + 8 <= n {
+                guard q.loadUnaligned(fromByteOffset: k, as: UInt64.self) == p.loadUnaligned(fromByteOffset: k, as: UInt64.self) else { return false }
+                k += 8
+            }
+            while k < n {
+                guard q.load(fromByteOffset: k, as: UInt8.self) == p.load(fromByteOffset: k, as: UInt8.self) else { return false }
+                k += 1
+            }
             i += n
             return true
+        }
+
+        /// Skips whole words of bytes that a string holds as they are (ASCII but control
+        /// characters, `"` and `\`), eight at a time.
+        @inline(__always) mutating func skipPlainWords() {
+            while i + 8 <= count {
+                let x = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
+                if FactScanner.hasSpecialByte(x) { return }
+                i += 8
+            }
         }
 
         /// `-?(0|[1-9][0-9]*)` within Int64, and not `-0`: what `String(Int64)` writes.
@@ -264,6 +317,7 @@ enum FactScanner {
             guard peek == UInt8(ascii: "\"") else { return nil }
             i += 1
             let start = i
+            skipPlainWords()
             while i < count {
                 let b = base[i]
                 if FactScanner.isPlainASCII(b) {
@@ -300,6 +354,7 @@ enum FactScanner {
         mutating func string() -> Bool {
             guard peek == UInt8(ascii: "\"") else { return false }
             i += 1
+            skipPlainWords()
             while i < count {
                 let b = base[i]
                 if FactScanner.isPlainASCII(b) {
@@ -440,24 +495,27 @@ enum FactScanner {
         /// 64 lower-case hex digits.
         mutating func digest() -> RawDigest? {
             guard i + 64 <= count else { return nil }
-            var bytes: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-            let ok = withUnsafeMutableBytes(of: &bytes) { out -> Bool in
-                var bad: UInt8 = 0
-                for k in 0..<32 {
-                    let hi = FactScanner.hexValues[Int(base[i + 2 * k])]
-                    let lo = FactScanner.hexValues[Int(base[i + 2 * k + 1])]
-                    bad |= hi | lo
-                    out[k] = hi << 4 | (lo & 0x0F)
+            let p = UnsafeRawPointer(base + i)
+            var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+            var ok = true
+            withUnsafeMutableBytes(of: &words) { out in
+                for k in 0..<4 {
+                    guard let lo = FactScanner.hexWord(p.loadUnaligned(fromByteOffset: 16 * k, as: UInt64.self)),
+                        let hi = FactScanner.hexWord(p.loadUnaligned(fromByteOffset: 16 * k + 8, as: UInt64.self))
+                    else {
+                        ok = false
+                        return
+                    }
+                    out.storeBytes(of: UInt64(lo) | UInt64(hi) << 32, toByteOffset: 8 * k, as: UInt64.self)
                 }
-                return bad & 0xF0 == 0
             }
             guard ok else { return nil }
             i += 64
             var d = RawDigest()
-            d.w0 = bytes.0
-            d.w1 = bytes.1
-            d.w2 = bytes.2
-            d.w3 = bytes.3
+            d.w0 = words.0
+            d.w1 = words.1
+            d.w2 = words.2
+            d.w3 = words.3
             return d
         }
 

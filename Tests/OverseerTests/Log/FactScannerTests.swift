@@ -225,6 +225,35 @@ func expectScannerAgrees(_ line: [UInt8], _ what: String, sourceLocation: Source
         }
     }
 
+    /// The word-at-a-time tests against their byte-at-a-time definitions: every byte value in
+    /// every position, among neighbours of each kind.
+    @Test func wordTricksMatchTheirDefinitions() {
+        func word(_ bytes: [UInt8]) -> UInt64 { bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } }
+        let hex = Array("0123456789abcdef".utf8)
+        for fill: UInt8 in [0x30, 0x66, 0x61, 0x39, 0x20, 0x7F, 0x00, 0xFF] {
+            for position in 0..<8 {
+                for value in 0...255 {
+                    var bytes = [UInt8](repeating: fill, count: 8)
+                    bytes[position] = UInt8(value)
+                    let special = bytes.contains { !FactScanner.isPlainASCII($0) }
+                    #expect(FactScanner.hasSpecialByte(word(bytes)) == special, "\(bytes)")
+                    let valid = bytes.allSatisfy { hex.contains($0) }
+                    if let packed = FactScanner.hexWord(word(bytes)) {
+                        #expect(valid, "\(bytes)")
+                        var expected: UInt32 = 0
+                        for k in 0..<4 {
+                            let hi = UInt32(hex.firstIndex(of: bytes[2 * k])!), lo = UInt32(hex.firstIndex(of: bytes[2 * k + 1])!)
+                            expected |= (hi << 4 | lo) << (8 * UInt32(k))
+                        }
+                        #expect(packed == expected, "\(bytes)")
+                    } else {
+                        #expect(!valid, "\(bytes)")
+                    }
+                }
+            }
+        }
+    }
+
     /// Verify with batches of a few lines, on one thread and two, agrees with the reference on an
     /// intact and a damaged store.
     @Test func smallBatchesAndBothThreadings() async throws {
