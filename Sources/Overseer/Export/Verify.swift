@@ -418,8 +418,7 @@ struct VerifyViews: FoldTarget {
 
     mutating func takeJob(_ id: String) -> JobState? {
         guard let slot = jobs[id] else { return nil }
-        var state: JobState? = nil
-        swap(&state, &slot.state)
+        let state = slot.state.take()
         if state != nil { takenJob = (id, slot) }
         return state
     }
@@ -444,8 +443,7 @@ struct VerifyViews: FoldTarget {
 
     mutating func takeRun(_ id: String) -> RunState? {
         guard let slot = runs[id] else { return nil }
-        var state: RunState? = nil
-        swap(&state, &slot.state)
+        let state = slot.state.take()
         if state != nil { takenRun = (id, slot) }
         return state
     }
@@ -506,19 +504,13 @@ struct VerifyViews: FoldTarget {
     var runIDs: [String] { Array(runs.keys) }
 
     mutating func removeRun(_ id: String) -> RunState? {
-        guard let slot = runs.removeValue(forKey: id) else { return nil }
-        var state: RunState? = nil
-        swap(&state, &slot.state)
-        return state
+        return runs.removeValue(forKey: id)?.state.take()
     }
 
     mutating func removeJobs(ofRun id: String) -> [String] { jobsOfRun.removeValue(forKey: id) ?? [] }
 
     mutating func removeJob(_ id: String) -> JobState? {
-        guard let slot = jobs.removeValue(forKey: id) else { return nil }
-        var state: JobState? = nil
-        swap(&state, &slot.state)
-        return state
+        return jobs.removeValue(forKey: id)?.state.take()
     }
 
     mutating func removeWaiting(_ job: String) -> Int? {
@@ -785,10 +777,11 @@ struct FoldStage {
         var r = EndedRun(id: id, run: run)
         for jobID in memory.removeJobs(ofRun: id) {
             guard let job = memory.removeJob(jobID) else { continue }
-            r.jobs.append((job, memory.removeWaiting(jobID) ?? 0))
             if let since = job.readySince {
                 memory.removeReadyKey(of: ReadyEntry(priority: job.priority, since: since, job: job.id, type: job.type, notBefore: job.notBefore))
             }
+            let waiting = memory.removeWaiting(jobID) ?? 0
+            r.jobs.append((consume job, waiting))
         }
         return r
     }
