@@ -55,30 +55,6 @@ struct RawDigest: Sendable, Equatable {
     }
 }
 
-/// The kinds this version writes, recognised by their bytes.
-enum KnownKind: UInt8, Sendable {
-    case other = 0, runCreated, runAborted, jobCreated, jobClaimed, jobFinished, jobFailed, jobReleased
-    case jobAborted, jobRetried, jobRejected, workerStarted, workerStopped
-
-    var factKind: FactKind? {
-        switch self {
-        case .other: nil
-        case .runCreated: .runCreated
-        case .runAborted: .runAborted
-        case .jobCreated: .jobCreated
-        case .jobClaimed: .jobClaimed
-        case .jobFinished: .jobFinished
-        case .jobFailed: .jobFailed
-        case .jobReleased: .jobReleased
-        case .jobAborted: .jobAborted
-        case .jobRetried: .jobRetried
-        case .jobRejected: .jobRejected
-        case .workerStarted: .workerStarted
-        case .workerStopped: .workerStopped
-        }
-    }
-}
-
 /// What the scanner read of one canonical line: offsets into it, and the values that are not
 /// strings. Plain values only, so batches of them cross threads as they are.
 struct ScannedFact: Sendable {

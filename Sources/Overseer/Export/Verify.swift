@@ -336,6 +336,7 @@ struct ScannedLine: FoldFact {
         return String(decoding: UnsafeBufferPointer(start: base + Int(s.start), count: s.count), as: UTF8.self)
     }
 
+    var knownKind: KnownKind { scanned.pointee.knownKind }
     var position: UInt64 { scanned.pointee.position }
     var time: Instant { scanned.pointee.time }
     var revision: UInt64? { scanned.pointee.revision == 0 ? nil : scanned.pointee.revision }

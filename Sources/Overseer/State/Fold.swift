@@ -43,12 +43,58 @@ enum FactDataKey: String {
     case notBefore = "not_before"
 }
 
+/// The kinds this version writes, as an enum: the fold tells kinds apart by this rather than by
+/// comparing strings, several times a fact.
+enum KnownKind: UInt8, Sendable {
+    case other = 0, runCreated, runAborted, jobCreated, jobClaimed, jobFinished, jobFailed, jobReleased
+    case jobAborted, jobRetried, jobRejected, workerStarted, workerStopped
+
+    /// The kind equal to `kind` (as strings compare), or `.other`.
+    init(_ kind: FactKind) {
+        switch kind {
+        case .runCreated: self = .runCreated
+        case .runAborted: self = .runAborted
+        case .jobCreated: self = .jobCreated
+        case .jobClaimed: self = .jobClaimed
+        case .jobFinished: self = .jobFinished
+        case .jobFailed: self = .jobFailed
+        case .jobReleased: self = .jobReleased
+        case .jobAborted: self = .jobAborted
+        case .jobRetried: self = .jobRetried
+        case .jobRejected: self = .jobRejected
+        case .workerStarted: self = .workerStarted
+        case .workerStopped: self = .workerStopped
+        default: self = .other
+        }
+    }
+
+    var factKind: FactKind? {
+        switch self {
+        case .other: nil
+        case .runCreated: .runCreated
+        case .runAborted: .runAborted
+        case .jobCreated: .jobCreated
+        case .jobClaimed: .jobClaimed
+        case .jobFinished: .jobFinished
+        case .jobFailed: .jobFailed
+        case .jobReleased: .jobReleased
+        case .jobAborted: .jobAborted
+        case .jobRetried: .jobRetried
+        case .jobRejected: .jobRejected
+        case .workerStarted: .workerStarted
+        case .workerStopped: .workerStopped
+        }
+    }
+}
+
 /// What the fold reads of a fact. ``Fact`` answers from its decoded `data` value; `verify()`
 /// answers straight from a line's canonical bytes, without building that value.
 protocol FoldFact {
     var position: UInt64 { get }
     var time: Instant { get }
     var kind: FactKind { get }
+    /// `KnownKind(kind)`.
+    var knownKind: KnownKind { get }
     var run: String? { get }
     var job: String? { get }
     var revision: UInt64? { get }
@@ -66,6 +112,7 @@ protocol FoldFact {
 }
 
 extension Fact: FoldFact {
+    var knownKind: KnownKind { KnownKind(kind) }
     func dataString(_ key: FactDataKey) -> String? { data[key.rawValue]?.stringValue }
     func dataInteger(_ key: FactDataKey) -> Int64? { data[key.rawValue]?.intValue }
     func dataCanonicalBytes(_ key: FactDataKey) -> [UInt8]? { data[key.rawValue]?.canonicalBytes }
@@ -76,7 +123,8 @@ extension Fact: FoldFact {
 enum Fold {
     static func apply<F: FoldFact, T: FoldTarget>(_ fact: F, to views: inout T) throws {
         func fail(_ message: String) -> FoldError { FoldError(position: fact.position, message: message) }
-        switch fact.kind {
+        let known = fact.knownKind
+        switch known {
         case .runCreated:
             guard let runID = fact.run else { throw fail("run.created without a run") }
             if try views.run(runID) != nil { throw fail("run '\(runID)' already exists") }
@@ -100,17 +148,18 @@ enum Fold {
         default:
             break
         }
-        guard fact.kind.rawValue.hasPrefix("job.") else { throw fail("unknown fact kind '\(fact.kind)'") }
+        // Here the kind is a job kind or none this version knows.
+        guard known != .other || fact.kind.rawValue.hasPrefix("job.") else { throw fail("unknown fact kind '\(fact.kind)'") }
         guard let jobID = fact.job else { throw fail("\(fact.kind) without a job") }
         guard let runID = fact.run else { throw fail("\(fact.kind) without a run") }
 
-        if fact.kind == .jobCreated {
+        if known == .jobCreated {
             try create(fact, job: jobID, run: runID, in: &views)
             return
         }
         guard var job = try views.takeJob(jobID) else { throw fail("\(fact.kind) of unknown job '\(jobID)'") }
         guard job.run == runID else { throw fail("job '\(jobID)' belongs to run '\(job.run)', not '\(runID)'") }
-        if fact.kind == .jobRejected {
+        if known == .jobRejected {
             guard fact.revision == nil else { throw fail("job.rejected must not carry a revision") }
             job.rejected += 1
             job.position = fact.position
@@ -125,7 +174,7 @@ enum Fold {
             throw fail("\(fact.kind) of '\(jobID)' at revision \(fact.revision.map(String.init) ?? "none"), expected \(job.revision + 1)")
         }
         let before = job.status
-        switch fact.kind {
+        switch known {
         case .jobClaimed:
             guard job.status == .unstarted else { throw fail("claim of '\(jobID)' while \(job.status)") }
             if try views.unfinishedParents(jobID) > 0 {
@@ -147,11 +196,11 @@ enum Fold {
         case .jobFinished, .jobFailed:
             guard job.status == .started else { throw fail("\(fact.kind) of '\(jobID)' while \(job.status)") }
             guard fact.attempt == job.attempt else { throw fail("\(fact.kind) of '\(jobID)' for attempt \(fact.attempt.map(String.init) ?? "none"), current is \(job.attempt)") }
-            job.status = fact.kind == .jobFinished ? .finished : .failed
+            job.status = known == .jobFinished ? .finished : .failed
             job.endedAt = fact.time
             job.faults = 0
             job.expiries = 0
-            if fact.kind == .jobFinished {
+            if known == .jobFinished {
                 job.resultJSON = fact.dataCanonicalBytes(.result)
                 job.errorJSON = nil
             } else {
