@@ -2,6 +2,8 @@
 // measured in the same run. See docs/performance.md.
 //
 //   overseer-bench SUITE [--quick]     SUITE is a suite name (see Suites.swift) or `all`
+//   overseer-bench log --only verify [--facts N] [--store PATH] [--reps K]
+//                                      only the verify measurement, on a store kept between runs
 //
 // Results: one JSON object per line on stdout. Progress: stderr.
 
@@ -11,16 +13,47 @@ import Glibc
 
 let usage = """
     usage: overseer-bench SUITE [--quick]
+           overseer-bench log --only verify [--facts N] [--store PATH] [--reps K]
       SUITE   \(BenchSuites.all.map(\.name).joined(separator: " | ")) | all
       --quick smaller sizes (a smoke run, well under 30 s in release)
+      --only verify
+              only the verify measurement of the log suite, on a store of N facts (default
+              1,000,000; 100,000 with --quick). With --store, the store at PATH is kept and
+              reused by later runs (filled or extended to N facts first), so that iterating
+              on verify does not pay for the fill each time. K passes (default 3).
     """
 
 var args = Array(CommandLine.arguments.dropFirst())
 if args.first == "_worker" { await HiddenWorker.run(Array(args.dropFirst())) }
 let quick = args.contains("--quick")
 args.removeAll { $0 == "--quick" }
-guard args.count == 1 else {
+/// Removes `--name VALUE` from `args` and returns VALUE; exits on a missing value.
+@MainActor func option(_ name: String) -> String? {
+    guard let i = args.firstIndex(of: name) else { return nil }
+    guard i + 1 < args.count else {
+        Progress.say("\(name) needs a value\n" + usage)
+        exit(2)
+    }
+    let value = args[i + 1]
+    args.removeSubrange(i...(i + 1))
+    return value
+}
+@MainActor func intOption(_ name: String) -> Int? {
+    guard let text = option(name) else { return nil }
+    guard let n = Int(text.replacingOccurrences(of: "_", with: "")), n > 0 else {
+        Progress.say("\(name) needs a positive integer, not '\(text)'\n" + usage)
+        exit(2)
+    }
+    return n
+}
+let only = option("--only")
+let verifyOptions = VerifyOnly(facts: intOption("--facts"), store: option("--store"), repetitions: intOption("--reps"))
+guard args.count == 1, only == nil || (only == "verify" && args[0] == "log") else {
     Progress.say(usage)
+    exit(2)
+}
+if only == nil, verifyOptions.facts != nil || verifyOptions.store != nil || verifyOptions.repetitions != nil {
+    Progress.say("--facts, --store and --reps go with --only verify\n" + usage)
     exit(2)
 }
 let selected: [any BenchSuite]
@@ -35,7 +68,7 @@ if args[0] == "all" {
 
 let context: BenchContext
 do {
-    context = try BenchContext(quick: quick)
+    context = try BenchContext(quick: quick, verifyOnly: only == "verify" ? verifyOptions : nil)
 } catch {
     Progress.say("overseer-bench: \(error)")
     exit(1)
