@@ -50,7 +50,8 @@ func factLines(_ store: LogStore) throws -> [UInt64: [UInt8]] {
 
 /// Writes straight into the store's databases, past every check.
 func tamper(_ store: LogStore, _ body: (Transaction, Databases) throws -> Void) throws {
-    try store.core.env.write { txn in try body(txn, store.dbs) }
+    guard case .lmdb(let env) = store.core.engine else { throw StoreError(.invalid, path: store.path, "tamper needs an LMDB store") }
+    try env.write { txn in try body(txn, store.dbs) }
 }
 
 enum LineEdit {
