@@ -24,16 +24,20 @@ test:
 	$(MAKE) torture-ci
 
 ## A short torture (docs/reliability.md): fixed seeds, worker processes killed, paused past their
-## lease, operator retries and aborts, new runs, and (as root) a full disk; then the independent
-## checker. About 3 minutes on 2 cores, after the release build.
+## lease, operator retries and aborts, new runs, and (as root) a full disk; one seed over
+## PostgreSQL; then the independent checker. About 4 minutes on 2 cores, after the release build.
 TORTURE_SEEDS ?= 101 102 103
 TORTURE_DISK_FULL_SEED ?= 104
-torture-ci: setup
+# The same scenario over PostgreSQL, on a throwaway server.
+TORTURE_PG_SEED ?= 105
+torture-ci:
+	@scripts/setup.sh --postgres
 	$(SWIFT) build $(SWIFT_FLAGS) -c release --product overseer-torture
 	@bin="$$($(SWIFT) build $(SWIFT_FLAGS) -c release --show-bin-path)/overseer-torture"; \
 	for seed in $(TORTURE_SEEDS); do \
 		"$$bin" --seed $$seed --minutes 0.5 || exit 1; \
 	done; \
+	scripts/with-pg-server.sh sh -c '"$$0" --seed $(TORTURE_PG_SEED) --minutes 0.5 --store "$$OVERSEER_TEST_POSTGRES"' "$$bin" || exit 1; \
 	if [ "$$(id -u)" = 0 ]; then \
 		"$$bin" --seed $(TORTURE_DISK_FULL_SEED) --minutes 0.75 --disk-full; rc=$$?; \
 		if [ $$rc = 77 ]; then echo "torture-ci: cannot mount a tmpfs here; disk-full scenario skipped"; \

@@ -26,7 +26,7 @@ let package = Package(
             name: "overseer-bench", dependencies: ["Overseer", "OverseerPostgres", "CLMDB"],
             path: "Benchmarks/overseer-bench", swiftSettings: strict),
         // The fault-injection harness and its independent checker (docs/reliability.md).
-        .executableTarget(name: "overseer-torture", dependencies: ["Overseer"], path: "Tools/Torture", swiftSettings: strict),
+        .executableTarget(name: "overseer-torture", dependencies: ["Overseer", "OverseerPostgres"], path: "Tools/Torture", swiftSettings: strict),
         // Spawned by the tests as a separate process: claim races, crash loops.
         .executableTarget(
             name: "overseer-probe", dependencies: ["Overseer", "OverseerPostgres"], path: "Tests/Probe", swiftSettings: strict),

@@ -26,9 +26,19 @@ struct BenchResult: Sendable {
     }
 }
 
+/// `log --only verify`: sizes and where to keep the store.
+struct VerifyOnly: Sendable {
+    var facts: Int?
+    /// A store kept between runs; nil for a temp store removed at the end.
+    var store: String?
+    var repetitions: Int?
+}
+
 /// Shared by every suite of one invocation.
 final class BenchContext: Sendable {
     let quick: Bool
+    /// Set for `log --only verify`.
+    let verifyOnly: VerifyOnly?
     /// `--store`: which store the suites measure (LMDB figures come along as baselines).
     let store: BenchStoreKind
     /// With `--store postgres`: the server (`--url`, or a throwaway one).
@@ -36,8 +46,9 @@ final class BenchContext: Sendable {
     /// A fresh directory for this run's stores; removed at the end.
     let root: String
 
-    init(quick: Bool, store: BenchStoreKind = .lmdb, postgres: BenchPostgres? = nil) throws {
+    init(quick: Bool, verifyOnly: VerifyOnly? = nil, store: BenchStoreKind = .lmdb, postgres: BenchPostgres? = nil) throws {
         self.quick = quick
+        self.verifyOnly = verifyOnly
         self.store = store
         self.postgres = postgres
         let base = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
@@ -155,12 +166,48 @@ enum ProcessMemory {
         return nil
     }
 
+    /// User and system CPU time of the whole process so far (every thread, the sampler's too).
+    static var cpuSeconds: Double {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
+    }
+
     static var rss: Int { field("VmRSS") ?? 0 }
     static var hwm: Int { field("VmHWM") ?? 0 }
     /// Anonymous (heap, stacks) part of the RSS; excludes pages of mapped files such as data.mdb.
     static var anon: Int { field("RssAnon") ?? 0 }
     /// Mapped-file part of the RSS (LMDB's read-only map of data.mdb lands here).
     static var file: Int { field("RssFile") ?? 0 }
+
+    /// Several fields from one read of /proc/self/status (bytes, 0 when missing), parsed without
+    /// building strings: the memory sampler calls this every few milliseconds, on the same two
+    /// cores as what it measures.
+    static func fields(_ names: [StaticString]) -> [Int] {
+        var out = [Int](repeating: 0, count: names.count)
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        let fd = open("/proc/self/status", O_RDONLY)
+        guard fd >= 0 else { return out }
+        defer { close(fd) }
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return out }
+        var lineStart = 0
+        for i in 0..<n where buffer[i] == 0x0A || i == n - 1 {
+            for (k, name) in names.enumerated() {
+                let len = name.utf8CodeUnitCount
+                guard i - lineStart > len, buffer[lineStart + len] == UInt8(ascii: ":"),
+                    memcmp(buffer.withUnsafeBytes { $0.baseAddress! + lineStart }, name.utf8Start, len) == 0
+                else { continue }
+                var v = 0
+                for j in (lineStart + len + 1)..<i where buffer[j] >= 0x30 && buffer[j] <= 0x39 {
+                    v = v * 10 + Int(buffer[j] - 0x30)
+                }
+                out[k] = v * 1024
+            }
+            lineStart = i + 1
+        }
+        return out
+    }
 
     /// Resets VmHWM to the current RSS (Linux: writing 5 to /proc/self/clear_refs). False if refused.
     static func resetPeak() -> Bool {
@@ -180,7 +227,8 @@ final class MemorySampler: Sendable {
         let t = Thread { [self] in
             let micros = UInt32(interval.seconds * 1e6)
             while true {
-                let anon = ProcessMemory.anon, file = ProcessMemory.file, rss = ProcessMemory.rss
+                let f = ProcessMemory.fields(["RssAnon", "RssFile", "VmRSS"])
+                let anon = f[0], file = f[1], rss = f[2]
                 let stop = state.withLock { s -> Bool in
                     s.maxAnon = max(s.maxAnon, anon)
                     s.maxFile = max(s.maxFile, file)

@@ -29,6 +29,10 @@ struct LogSuite: BenchSuite {
 
     func run(_ context: BenchContext) async throws {
         let sizes = context.quick ? Sizes.quick : Sizes.full
+        if let only = context.verifyOnly {
+            try verifyOnly(context, sizes, only)
+            return
+        }
         if context.store == .postgres { return try await runPostgres(context, sizes) }
         try await appendSingle(context, sizes)
         try await appendConcurrent(context, sizes)
@@ -233,27 +237,69 @@ struct LogSuite: BenchSuite {
         // includes that file-backed, reclaimable map; RssAnon growth is heap and stacks alone.
         // Later passes run with the map already resident.
         large = nil
-        let store = try LogStore(path: largePath)
+        try measureVerify(c, path: largePath, total: total, repetitions: s.verifyRepetitions)
+    }
+
+    /// Opens the store at `path` (durable, as `overseer verify` in a new process would) and runs
+    /// `verify()` `repetitions` times; emits the median rate and the first pass's memory growth.
+    private func measureVerify(_ c: BenchContext, path: String, total: UInt64, repetitions: Int) throws {
+        let store = try LogStore(path: path)
         guard try store.lastPosition() == total else { throw BenchError("the reopened store lost facts") }
         var rates: [Double] = []
-        for rep in 0..<s.verifyRepetitions {
+        for rep in 0..<repetitions {
             let peakReset = ProcessMemory.resetPeak()
             let rss0 = ProcessMemory.rss, anon0 = ProcessMemory.anon, file0 = ProcessMemory.file
             let sampler = MemorySampler()
+            let cpu0 = ProcessMemory.cpuSeconds
             let (report, seconds) = try measure { try store.verify() }
+            let cpu = ProcessMemory.cpuSeconds - cpu0
             let peaks = sampler.stop()
             let hwm = ProcessMemory.hwm
             guard report.ok, UInt64(report.facts) == total else { throw BenchError("verify: \(report)") }
             rates.append(Double(report.facts) / seconds)
-            Progress.say(String(format: "verify rep %d: %d facts in %.2f s = %.0f facts/s; RSS %.0f MB before, VmHWM %.0f MB after (peak reset %@); peak RssAnon +%.1f MB, peak RssFile +%.1f MB",
-                                rep + 1, report.facts, seconds, rates.last!, Double(rss0) / 1e6, Double(hwm) / 1e6,
-                                peakReset ? "ok" : "refused", Double(peaks.anon - anon0) / 1e6, Double(peaks.file - file0) / 1e6))
+            Progress.say(String(format: "verify rep %d: %d facts in %.2f s = %.0f facts/s (CPU %.2f s, %.2f us/fact); RSS %.0f MB before, VmHWM %.0f MB after (peak reset %@); peak RssAnon +%.1f MB, peak RssFile +%.1f MB; load %@",
+                                rep + 1, report.facts, seconds, rates.last!, cpu, cpu / Double(max(1, report.facts)) * 1e6, Double(rss0) / 1e6, Double(hwm) / 1e6,
+                                peakReset ? "ok" : "refused", Double(peaks.anon - anon0) / 1e6, Double(peaks.file - file0) / 1e6, loadAverage()))
             if rep == 0 {
                 emit(c, "verify.rss_growth", Double(max(hwm, peaks.rss) - rss0) / 1_048_576.0, "MB")
                 emit(c, "verify.anon_growth", Double(max(0, peaks.anon - anon0)) / 1_048_576.0, "MB")
             }
         }
         emit(c, "verify", Stats.median(rates), "facts/s")
+    }
+
+    /// `log --only verify`: fills a store like the large as-of store (or reuses, and if need be
+    /// extends, the one at `--store`), then measures verify alone.
+    private func verifyOnly(_ c: BenchContext, _ s: Sizes, _ only: VerifyOnly) throws {
+        let target = only.facts ?? s.largeLog
+        let path = only.store ?? c.path("verify-only")
+        defer { if only.store == nil { c.remove(path) } }
+        var options = StoreOptions()
+        options.durability = .unsafeNoSync   // for the fill only; verify reopens it durable
+        options.initialMapSize = 4 << 30
+        var store: LogStore! = try LogStore(path: path, options: options)
+        var have = Int(try store.lastPosition())
+        if have < target {
+            let clock = ContinuousClock()
+            let start = clock.now
+            // Run names continue after the runs already there (13 facts each, 33 for the fan run).
+            var made = have == 0 ? 0 : try store.runs().count
+            if have == 0 {
+                made = try LogSuite.fillSmall(store, to: min(target, s.smallLog))
+            }
+            var lastReport = have
+            try Workload.fill(store, to: target, runPrefix: "run", firstRun: made) { n in
+                if n - lastReport >= max(target / 10, 1) {
+                    lastReport = n
+                    Progress.say(String(format: "fill: %d facts, %.1f s", n, (clock.now - start).seconds))
+                }
+            }
+            have = Int(try store.lastPosition())
+            Progress.say(String(format: "filled to %d facts in %.1f s", have, (clock.now - start).seconds))
+        }
+        Progress.say(String(format: "verify store %@: %d facts, data file %.0f MB", path, have, Double(try store.sizeInBytes()) / 1e6))
+        store = nil
+        try measureVerify(c, path: path, total: UInt64(have), repetitions: only.repetitions ?? 3)
     }
 
     /// Median seconds of one `run(id, asOf: .position(p))` on each store, after a warm-up;

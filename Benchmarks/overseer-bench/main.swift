@@ -5,6 +5,8 @@
 //       SUITE is a suite name (see Suites.swift) or `all`. `--store postgres` measures the
 //       PostgreSQL store against the LMDB one in the same run, on the server `--url` names or on a
 //       throwaway one (scripts/pg-test-server.sh) deleted at the end.
+//   overseer-bench log --only verify [--facts N] [--store PATH] [--reps K]
+//       only the verify measurement, on a store kept between runs (here --store is a path)
 //
 // Results: one JSON object per line on stdout. Progress: stderr.
 
@@ -15,19 +17,26 @@ import Glibc
 
 let usage = """
     usage: overseer-bench SUITE [--quick] [--store lmdb|postgres] [--url URL]
-      SUITE    \(BenchSuites.all.map(\.name).joined(separator: " | ")) | all
-      --quick  smaller sizes (a smoke run, well under 30 s in release with the LMDB store)
-      --store  lmdb (the default), or postgres: the PostgreSQL store, with LMDB's figures as baselines
-      --url    the PostgreSQL server (postgres://user:password@host:port/db); without it a throwaway
-               server is started with scripts/pg-test-server.sh and deleted at the end
+           overseer-bench log --only verify [--facts N] [--store PATH] [--reps K]
+      SUITE   \(BenchSuites.all.map(\.name).joined(separator: " | ")) | all
+      --quick smaller sizes (a smoke run, well under 30 s in release with the LMDB store)
+      --store lmdb (the default), or postgres: the PostgreSQL store, with LMDB's figures from the
+              same run as baselines
+      --url   the PostgreSQL server (postgres://user:password@host:port/db); without it a throwaway
+              server is started with scripts/pg-test-server.sh and deleted at the end
+      --only verify
+              only the verify measurement of the log suite, on a store of N facts (default
+              1,000,000; 100,000 with --quick). With --store, the store at PATH is kept and
+              reused by later runs (filled or extended to N facts first), so that iterating
+              on verify does not pay for the fill each time. K passes (default 3).
     """
 
 var args = Array(CommandLine.arguments.dropFirst())
 if args.first == "_worker" { await HiddenWorker.run(Array(args.dropFirst())) }
 let quick = args.contains("--quick")
 args.removeAll { $0 == "--quick" }
-/// Removes `--name VALUE` from args and returns VALUE.
-func option(_ name: String, _ args: inout [String]) -> String? {
+/// Removes `--name VALUE` from `args` and returns VALUE; exits on a missing value.
+@MainActor func option(_ name: String) -> String? {
     guard let i = args.firstIndex(of: name) else { return nil }
     guard i + 1 < args.count else {
         Progress.say("\(name) needs a value\n" + usage)
@@ -37,18 +46,34 @@ func option(_ name: String, _ args: inout [String]) -> String? {
     args.removeSubrange(i...(i + 1))
     return value
 }
-let storeName = option("--store", &args) ?? "lmdb"
-let url = option("--url", &args)
+@MainActor func intOption(_ name: String) -> Int? {
+    guard let text = option(name) else { return nil }
+    guard let n = Int(text.replacingOccurrences(of: "_", with: "")), n > 0 else {
+        Progress.say("\(name) needs a positive integer, not '\(text)'\n" + usage)
+        exit(2)
+    }
+    return n
+}
+let only = option("--only")
+// `--store` names the store kind, except with `--only verify`, where it is the kept store's path.
+let storeOption = option("--store")
+let verifyOptions = VerifyOnly(facts: intOption("--facts"), store: only == nil ? nil : storeOption, repetitions: intOption("--reps"))
+let url = option("--url")
+guard args.count == 1, only == nil || (only == "verify" && args[0] == "log") else {
+    Progress.say(usage)
+    exit(2)
+}
+if only == nil, verifyOptions.facts != nil || verifyOptions.repetitions != nil {
+    Progress.say("--facts and --reps go with --only verify\n" + usage)
+    exit(2)
+}
+let storeName = only == nil ? storeOption ?? "lmdb" : "lmdb"
 guard let storeKind = BenchStoreKind(rawValue: storeName) else {
-    Progress.say("unknown store '\(storeName)'\n" + usage)
+    Progress.say("unknown store '\(storeName)' (lmdb or postgres; a store path goes with --only verify)\n" + usage)
     exit(2)
 }
 if url != nil, storeKind != .postgres {
     Progress.say("--url needs --store postgres\n" + usage)
-    exit(2)
-}
-guard args.count == 1 else {
-    Progress.say(usage)
     exit(2)
 }
 let selected: [any BenchSuite]
@@ -67,7 +92,7 @@ do {
     if storeKind == .postgres {
         postgres = try url.map { BenchPostgres(url: $0) } ?? BenchPostgres.startThrowaway()
     }
-    context = try BenchContext(quick: quick, store: storeKind, postgres: postgres)
+    context = try BenchContext(quick: quick, verifyOnly: only == "verify" ? verifyOptions : nil, store: storeKind, postgres: postgres)
     if let postgres { Progress.say("postgres: \(postgres.describeSettings())") }
 } catch {
     Progress.say("overseer-bench: \(error)")

@@ -73,7 +73,7 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
             return state.hasPrefix("08") || state.hasPrefix("57P")
         }
         let m = error.message.lowercased()
-        let permanent = ["authentication failed", "does not exist", "no pg_hba.conf entry", "invalid", "permission denied", "missing \"=\"", "unsupported"]
+        let permanent = ["authentication failed", "does not exist", "no pg_hba.conf entry", "invalid", "permission denied", "missing \"=\"", "unsupported", "could not translate host name"]
         return !permanent.contains { m.contains($0) }
     }
 
@@ -82,12 +82,12 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
         let connection = try pool.withLock { $0.popLast() } ?? connectRetrying()
         do {
             let value = try body(connection)
-            pool.withLock { if $0.count < 8 { $0.append(connection) } }
+            giveBack(connection)
             return value
         } catch {
             if connection.isOK {
                 _ = try? connection.exec("ROLLBACK")
-                pool.withLock { if $0.count < 8 { $0.append(connection) } }
+                giveBack(connection)
             } else {
                 connection.close()
             }
@@ -118,13 +118,43 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
     }
 
     public func read<T>(_ body: (any BackendTransaction) throws -> T) throws -> T {
-        try withPooled { c in
-            try begin(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            let txn = PostgresTransaction(connection: c, writable: false, store: displayName)
-            let value = try body(txn)
-            try finish(c, "COMMIT", commitUnknown: false)
-            return value
+        // A pooled connection may have died with a server restart; that shows at BEGIN. Drop it
+        // and take the next one (or a new connection), so a restart costs no failed read.
+        while true {
+            let pooled = pool.withLock { $0.popLast() }
+            let c = try pooled ?? connectRetrying()
+            do {
+                try begin(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            } catch let e as BackendUnavailable {
+                c.close()
+                if pooled != nil { continue }
+                throw e
+            }
+            do {
+                let txn = PostgresTransaction(connection: c, writable: false, store: displayName)
+                let value = try body(txn)
+                try finish(c, "COMMIT", commitUnknown: false)
+                giveBack(c)
+                return value
+            } catch {
+                if c.isOK {
+                    _ = try? c.exec("ROLLBACK")
+                    giveBack(c)
+                } else {
+                    c.close()
+                }
+                throw error
+            }
         }
+    }
+
+    private func giveBack(_ c: PGConnection) {
+        let kept = pool.withLock { connections -> Bool in
+            guard connections.count < 8 else { return false }
+            connections.append(c)
+            return true
+        }
+        if !kept { c.close() }
     }
 
     public func write(_ body: (any BackendTransaction) throws -> Void) throws {

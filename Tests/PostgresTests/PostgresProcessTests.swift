@@ -89,6 +89,57 @@ struct PostgresProcessTests {
         #expect(Set(ids).count == ids.count)
     }
 
+    @Test func workersCarryOnThroughAServerRestart() async throws {
+        guard TestStores.available(.postgres) || TestStores.postgresRequired else { return }
+        let server = try PrivatePGServer()
+        defer { server.destroy() }
+        let url = server.url
+        let dir = FileManager.default.temporaryDirectory.path + "/pg-restart-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // start → 16 parallel jobs of 0.3 s → finish.
+        var jobs = ["\"start\": { \"command\": [\"true\"] }"]
+        for i in 0..<16 { jobs.append("\"w\(i)\": { \"after\": [\"start\"], \"command\": [\"sleep\", \"0.3\"] }") }
+        jobs.append("\"finish\": { \"after\": [\((0..<16).map { "\"w\($0)\"" }.joined(separator: ", "))], \"command\": [\"true\"] }")
+        let pipeline = dir + "/restart.json"
+        try "{ \"name\": \"restart\", \"jobs\": { \(jobs.joined(separator: ",\n")) } }".write(toFile: pipeline, atomically: true, encoding: .utf8)
+        let cli = productsDirectory().appendingPathComponent("overseer").path
+        let submit = try await runOffPool { try PGShell.run(cli, ["submit", pipeline, "--db", url, "--run", "r1"]) }
+        #expect(submit.status == 0, "submit: \(submit.stderr)")
+        let finishedBeforeKill = try await runOffPool { () -> Int in
+            let workers = try (0..<2).map { i in
+                try ProbeProcess(executable: cli, ["worker", pipeline, "--db", url, "--lease", "8", "--concurrency", "4", "--name", "w\(i)"])
+            }
+            defer {
+                for w in workers { kill(w.pid, SIGKILL); _ = w.waitForExit() }
+            }
+            let store = try LogStore.postgres(url, retryWindow: .seconds(60))
+            func finished() -> Int { (try? store.jobs(inRun: "r1").filter { $0.status == .finished }.count) ?? 0 }
+            let deadline = Date().addingTimeInterval(60)
+            while finished() < 4, Date() < deadline { usleep(20_000) }
+            let before = finished()
+            try server.kill()
+            Thread.sleep(forTimeInterval: 2)
+            try server.restart()
+            let end = Date().addingTimeInterval(120)
+            while (try? store.run("r1"))??.status != .finished, Date() < end { usleep(50_000) }
+            for w in workers { kill(w.pid, SIGTERM) }
+            for w in workers { _ = w.waitForExit() }
+            return before
+        }
+        #expect(finishedBeforeKill < 18, "the server was killed after the run ended; the test proves nothing")
+        let store = try LogStore.postgres(url)
+        let run = try #require(try store.run("r1"))
+        #expect(run.status == .finished)
+        let facts = try store.facts(after: 0)
+        var finishes: [String: Int] = [:]
+        for f in facts where f.kind == .jobFinished { finishes[f.job ?? "", default: 0] += 1 }
+        #expect(finishes.count == 18 && finishes.values.allSatisfy { $0 == 1 }, "\(finishes)")
+        #expect(Set(facts.map(\.id)).count == facts.count)
+        let report = try store.verify()
+        #expect(report.ok, "\(report)")
+    }
+
     @Test func aNewerOrForeignSchemaIsRefusedAndLeftUnchanged() async throws {
         guard TestStores.available(.postgres) else { return }
         let schema = try TestStores.makeSchema()
@@ -143,3 +194,12 @@ struct PostgresProcessTests {
     }
 }
 
+
+/// Runs a command to its end and collects its output.
+enum PGShell {
+    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let child = try ProbeProcess(executable: executable, arguments)
+        let (_, status) = child.waitForExit()
+        return (status, child.lines.joined(separator: "\n"), child.stderrText)
+    }
+}

@@ -38,10 +38,16 @@ public final class ProbeProcess: @unchecked Sendable {
 
     public static var executable: URL { productsDirectory().appendingPathComponent("overseer-probe") }
 
-    public init(_ arguments: [String]) throws {
+    /// Starts the probe with `arguments`.
+    public convenience init(_ arguments: [String]) throws {
+        try self.init(executable: ProbeProcess.executable.path, arguments)
+    }
+
+    /// Starts any executable (the CLI, for example) with `arguments`.
+    public init(executable: String, _ arguments: [String]) throws {
         self.arguments = arguments
         let p = Process()
-        p.executableURL = ProbeProcess.executable
+        p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments
         let stdout = Pipe()
         let stderr = Pipe()

@@ -130,7 +130,7 @@ final class Orchestrator {
         defer { if mounted { unmount() } }
         let quiescent: Bool
         do {
-            let store = try LogStore(path: storeDir, options: tortureStoreOptions())
+            let store = try openTortureStore(storeDir)
             self.store = store
             // Three runs to start with, then the workers.
             for _ in 0..<3 { await submitRun(pad: 0) }

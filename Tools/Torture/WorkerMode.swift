@@ -1,5 +1,6 @@
 import Foundation
 import Overseer
+import OverseerPostgres
 import Synchronization
 
 /// An acknowledgement journal: one line per append this process saw succeed, `A POSITION ID`,
@@ -53,6 +54,15 @@ func tortureStoreOptions() -> StoreOptions {
     return o
 }
 
+/// Opens the store under torture: an LMDB directory, or a postgres:// URL (then the same
+/// scenario runs over PostgreSQL; docs/reliability.md).
+func openTortureStore(_ location: String) throws -> LogStore {
+    if location.hasPrefix("postgres://") || location.hasPrefix("postgresql://") {
+        return try LogStore.postgres(location, options: tortureStoreOptions(), retryWindow: .seconds(60))
+    }
+    return try LogStore(path: location, options: tortureStoreOptions())
+}
+
 /// `overseer-torture worker --store DIR --seed S --journal FILE --name NAME [--concurrency N] [--lease-ms MS]`
 enum WorkerMode {
     static func main(_ options: [String: String]) async -> Int32 {
@@ -93,7 +103,7 @@ enum WorkerMode {
         var failures = 0
         while !stopRequested.withLock({ $0 }) {
             do {
-                let log = try LogStore(path: store, options: tortureStoreOptions())
+                let log = try openTortureStore(store)
                 let worker = Worker(store: log, handlers: handlers, configuration: config)
                 current.withLock { $0 = worker }
                 if stopRequested.withLock({ $0 }) { worker.stop() }
@@ -119,7 +129,7 @@ enum AppendProbe {
         guard args.count >= 4, let seconds = Double(args[3]) else { return 2 }
         let pad = args.count > 4 ? Int(args[4]) ?? 200 : 200
         let store: LogStore
-        do { store = try LogStore(path: args[2], options: tortureStoreOptions()) } catch {
+        do { store = try openTortureStore(args[2]) } catch {
             print("open: \(error)")
             return 1
         }

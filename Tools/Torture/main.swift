@@ -2,7 +2,7 @@
 // moments (SIGKILL, SIGSTOP past the lease, operator retries and aborts, new runs, a full disk),
 // then an independent checker of the exported log against the workers' acknowledgement journals.
 //
-//   overseer-torture --seed S --minutes M [--workers N] [--store DIR] [--disk-full]
+//   overseer-torture --seed S --minutes M [--workers N] [--store DIR|URL] [--disk-full]
 //                    [--points N] [--flips N] [--keep] [--verbose]
 //   overseer-torture worker ...   (the worker processes the harness starts)
 //   overseer-torture check EXPORT [JOURNAL...] [--seed S]    (only the checker)
@@ -69,6 +69,10 @@ enum TortureMain {
         }
         config.storeDir = o["store"]
         config.diskFull = o["disk-full"] != nil
+        if config.diskFull, let store = config.storeDir, store.contains("://") {
+            FileHandle.standardError.write(Data("overseer-torture: --disk-full fills an LMDB store's tmpfs; it does not apply to a postgres:// store\n".utf8))
+            return 2
+        }
         config.points = o["points"].flatMap(Int.init) ?? 1000
         config.flips = o["flips"].flatMap(Int.init) ?? 200
         config.keep = o["keep"] != nil

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Compact binary encodings of the views (job state, run summary, ready entries). Views are
 /// private to the store and rebuilt from facts, so this format may change with the format version.
 
@@ -22,18 +24,19 @@ struct ViewCorruption: Error, CustomStringConvertible {
     var description: String { "damaged view record: \(what)" }
 }
 
-struct ByteWriter {
-    var bytes: [UInt8] = []
+/// Where an encoding goes: ``ByteWriter`` appends it; ``ByteMatcher`` compares it with bytes
+/// encoded before, without building it. The encodings are written once, against this.
+protocol ByteSink {
+    mutating func u8(_ v: UInt8)
+    mutating func u64(_ v: UInt64)
+    mutating func raw(_ b: UnsafeRawBufferPointer)
+    /// Length (8 bytes), then the UTF-8 bytes.
+    mutating func string(_ s: String)
+}
 
-    mutating func u8(_ v: UInt8) { bytes.append(v) }
-    mutating func u64(_ v: UInt64) { bytes.appendBigEndian(v) }
-    mutating func i64(_ v: Int64) { bytes.appendBigEndian(UInt64(bitPattern: v)) }
+extension ByteSink {
+    mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
     mutating func int(_ v: Int) { i64(Int64(v)) }
-    mutating func string(_ s: String) {
-        let u = Array(s.utf8)
-        u64(UInt64(u.count))
-        bytes.append(contentsOf: u)
-    }
     mutating func optionalString(_ s: String?) {
         if let s {
             u8(1)
@@ -58,6 +61,31 @@ struct ByteWriter {
             u8(0)
         }
     }
+    mutating func rawJSON(_ v: [UInt8]?) {
+        if let v {
+            u8(1)
+            u64(UInt64(v.count))
+            v.withUnsafeBytes { raw($0) }
+        } else {
+            u8(0)
+        }
+    }
+    mutating func strings(_ list: [String]) {
+        u64(UInt64(list.count))
+        for s in list { string(s) }
+    }
+}
+
+struct ByteWriter: ByteSink {
+    var bytes: [UInt8] = []
+
+    mutating func u8(_ v: UInt8) { bytes.append(v) }
+    mutating func u64(_ v: UInt64) { bytes.appendBigEndian(v) }
+    mutating func raw(_ b: UnsafeRawBufferPointer) { bytes.append(contentsOf: b) }
+    mutating func string(_ s: String) {
+        u64(UInt64(s.utf8.count))
+        bytes.append(contentsOf: s.utf8)
+    }
     mutating func json(_ v: JSONValue?) {
         if let v {
             u8(1)
@@ -68,19 +96,40 @@ struct ByteWriter {
             u8(0)
         }
     }
-    mutating func rawJSON(_ v: [UInt8]?) {
-        if let v {
-            u8(1)
-            u64(UInt64(v.count))
-            bytes.append(contentsOf: v)
-        } else {
-            u8(0)
+}
+
+/// Compares an encoding with `buffer` as it goes: `matches` at the end, with every byte used,
+/// exactly when the encoding's bytes are `buffer`'s.
+struct ByteMatcher: ByteSink {
+    let buffer: UnsafeRawBufferPointer
+    private(set) var offset = 0
+    private(set) var matches = true
+
+    init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+
+    var matchesAll: Bool { matches && offset == buffer.count }
+
+    mutating func u8(_ v: UInt8) {
+        guard matches, offset < buffer.count, buffer[offset] == v else { return fail() }
+        offset += 1
+    }
+    mutating func u64(_ v: UInt64) {
+        guard matches, offset + 8 <= buffer.count, readBigEndian64(buffer, at: offset) == v else { return fail() }
+        offset += 8
+    }
+    mutating func raw(_ b: UnsafeRawBufferPointer) {
+        guard matches, offset + b.count <= buffer.count else { return fail() }
+        if b.count > 0, memcmp(buffer.baseAddress! + offset, b.baseAddress!, b.count) != 0 { return fail() }
+        offset += b.count
+    }
+    mutating func string(_ s: String) {
+        var s = s
+        s.withUTF8 { u in
+            u64(UInt64(u.count))
+            raw(UnsafeRawBufferPointer(u))
         }
     }
-    mutating func strings(_ list: [String]) {
-        u64(UInt64(list.count))
-        for s in list { string(s) }
-    }
+    private mutating func fail() { matches = false }
 }
 
 struct ByteReader {
@@ -193,6 +242,18 @@ extension JobState {
     var encoded: [UInt8] {
         var w = ByteWriter()
         w.bytes.reserveCapacity(160)
+        encode(into: &w)
+        return w.bytes
+    }
+
+    /// Whether `bytes` are this job's ``encoded`` form (without making it).
+    func matchesEncoding(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var m = ByteMatcher(bytes)
+        encode(into: &m)
+        return m.matchesAll
+    }
+
+    func encode<S: ByteSink>(into w: inout S) {
         w.string(id)
         w.string(run)
         w.string(type)
@@ -221,7 +282,6 @@ extension JobState {
         w.int(failures)
         w.int(faults)
         w.int(expiries)
-        return w.bytes
     }
 
     init(decoding buffer: UnsafeRawBufferPointer) throws(ViewCorruption) {
@@ -260,6 +320,18 @@ extension JobState {
 extension RunState {
     var encoded: [UInt8] {
         var w = ByteWriter()
+        encode(into: &w)
+        return w.bytes
+    }
+
+    /// Whether `bytes` are this run's ``encoded`` form (without making it).
+    func matchesEncoding(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var m = ByteMatcher(bytes)
+        encode(into: &m)
+        return m.matchesAll
+    }
+
+    func encode<S: ByteSink>(into w: inout S) {
         w.string(id)
         w.u8(status.code)
         w.i64(createdAt.microseconds)
@@ -273,7 +345,6 @@ extension RunState {
         w.u8(abortedByOperator ? 1 : 0)
         w.optionalString(abortReason)
         w.u64(position)
-        return w.bytes
     }
 
     init(decoding buffer: UnsafeRawBufferPointer) throws(ViewCorruption) {

@@ -15,6 +15,17 @@ protocol FoldTarget {
     /// waiting for many parents is not rewritten each time one of them finishes).
     mutating func unfinishedParents(_ job: String) throws -> Int
     mutating func setUnfinishedParents(_ job: String, _ count: Int) throws
+    /// ``job(_:)`` for a job the fold then puts back, unless it throws. A target may hand the
+    /// record over instead of a copy (and keep nothing until the put), so the fold must not read
+    /// that job again before putting it; after a throw such a target is not used again.
+    mutating func takeJob(_ id: String) throws -> JobState?
+    /// ``run(_:)`` on the same terms as ``takeJob(_:)``.
+    mutating func takeRun(_ id: String) throws -> RunState?
+}
+
+extension FoldTarget {
+    mutating func takeJob(_ id: String) throws -> JobState? { try job(id) }
+    mutating func takeRun(_ id: String) throws -> RunState? { try run(id) }
 }
 
 /// A fact that cannot follow the facts before it (a broken transition). The store refuses to
@@ -25,22 +36,106 @@ public struct FoldError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String { "position \(position): \(message)" }
 }
 
+/// The members of a fact's `data` that the fold (and verify) read.
+enum FactDataKey: String {
+    case name, priority, result, error, type, parents, options, args
+    case leaseMilliseconds = "lease_ms"
+    case notBefore = "not_before"
+}
+
+/// The kinds this version writes, as an enum: the fold tells kinds apart by this rather than by
+/// comparing strings, several times a fact.
+enum KnownKind: UInt8, Sendable {
+    case other = 0, runCreated, runAborted, jobCreated, jobClaimed, jobFinished, jobFailed, jobReleased
+    case jobAborted, jobRetried, jobRejected, workerStarted, workerStopped
+
+    /// The kind equal to `kind` (as strings compare), or `.other`.
+    init(_ kind: FactKind) {
+        switch kind {
+        case .runCreated: self = .runCreated
+        case .runAborted: self = .runAborted
+        case .jobCreated: self = .jobCreated
+        case .jobClaimed: self = .jobClaimed
+        case .jobFinished: self = .jobFinished
+        case .jobFailed: self = .jobFailed
+        case .jobReleased: self = .jobReleased
+        case .jobAborted: self = .jobAborted
+        case .jobRetried: self = .jobRetried
+        case .jobRejected: self = .jobRejected
+        case .workerStarted: self = .workerStarted
+        case .workerStopped: self = .workerStopped
+        default: self = .other
+        }
+    }
+
+    var factKind: FactKind? {
+        switch self {
+        case .other: nil
+        case .runCreated: .runCreated
+        case .runAborted: .runAborted
+        case .jobCreated: .jobCreated
+        case .jobClaimed: .jobClaimed
+        case .jobFinished: .jobFinished
+        case .jobFailed: .jobFailed
+        case .jobReleased: .jobReleased
+        case .jobAborted: .jobAborted
+        case .jobRetried: .jobRetried
+        case .jobRejected: .jobRejected
+        case .workerStarted: .workerStarted
+        case .workerStopped: .workerStopped
+        }
+    }
+}
+
+/// What the fold reads of a fact. ``Fact`` answers from its decoded `data` value; `verify()`
+/// answers straight from a line's canonical bytes, without building that value.
+protocol FoldFact {
+    var position: UInt64 { get }
+    var time: Instant { get }
+    var kind: FactKind { get }
+    /// `KnownKind(kind)`.
+    var knownKind: KnownKind { get }
+    var run: String? { get }
+    var job: String? { get }
+    var revision: UInt64? { get }
+    var worker: String? { get }
+    var attempt: Int? { get }
+    var reason: String? { get }
+    /// `data[key]?.stringValue`.
+    func dataString(_ key: FactDataKey) -> String?
+    /// `data[key]?.intValue`.
+    func dataInteger(_ key: FactDataKey) -> Int64?
+    /// `data[key]?.canonicalBytes`.
+    func dataCanonicalBytes(_ key: FactDataKey) -> [UInt8]?
+    /// `data[key]?.arrayValue` with each element's `stringValue`; empty when it is not an array.
+    func dataStringList(_ key: FactDataKey) -> [String?]
+}
+
+extension Fact: FoldFact {
+    var knownKind: KnownKind { KnownKind(kind) }
+    func dataString(_ key: FactDataKey) -> String? { data[key.rawValue]?.stringValue }
+    func dataInteger(_ key: FactDataKey) -> Int64? { data[key.rawValue]?.intValue }
+    func dataCanonicalBytes(_ key: FactDataKey) -> [UInt8]? { data[key.rawValue]?.canonicalBytes }
+    func dataStringList(_ key: FactDataKey) -> [String?] { (data[key.rawValue]?.arrayValue ?? []).map(\.stringValue) }
+}
+
 /// The fold: applies one fact to the views, checking that the transition is legal.
 enum Fold {
-    static func apply<T: FoldTarget>(_ fact: Fact, to views: inout T) throws {
+    static func apply<F: FoldFact, T: FoldTarget>(_ fact: F, to views: inout T) throws {
         func fail(_ message: String) -> FoldError { FoldError(position: fact.position, message: message) }
-        switch fact.kind {
+        let known = fact.knownKind
+        switch known {
         case .runCreated:
             guard let runID = fact.run else { throw fail("run.created without a run") }
             if try views.run(runID) != nil { throw fail("run '\(runID)' already exists") }
             try views.putRun(RunState(
                 id: runID, status: .running, createdAt: fact.time, createdPosition: fact.position, endedAt: nil,
-                name: fact.data["name"]?.stringValue, priority: Int(fact.data["priority"]?.intValue ?? 0),
+                name: fact.dataString(.name), priority: Int(fact.dataInteger(.priority) ?? 0),
                 total: 0, counts: [:], ready: 0, abortedByOperator: false, abortReason: nil,
                 position: fact.position))
             return
         case .runAborted:
-            guard let runID = fact.run, var run = try views.run(runID) else { throw fail("run.aborted of an unknown run") }
+            guard let runID = fact.run, var run = try views.takeRun(runID) else { throw fail("run.aborted of an unknown run") }
             run.abortedByOperator = true
             run.abortReason = fact.reason
             run.position = fact.position
@@ -53,22 +148,23 @@ enum Fold {
         default:
             break
         }
-        guard fact.kind.rawValue.hasPrefix("job.") else { throw fail("unknown fact kind '\(fact.kind)'") }
+        // Here the kind is a job kind or none this version knows.
+        guard known != .other || fact.kind.rawValue.hasPrefix("job.") else { throw fail("unknown fact kind '\(fact.kind)'") }
         guard let jobID = fact.job else { throw fail("\(fact.kind) without a job") }
         guard let runID = fact.run else { throw fail("\(fact.kind) without a run") }
 
-        if fact.kind == .jobCreated {
+        if known == .jobCreated {
             try create(fact, job: jobID, run: runID, in: &views)
             return
         }
-        guard var job = try views.job(jobID) else { throw fail("\(fact.kind) of unknown job '\(jobID)'") }
+        guard var job = try views.takeJob(jobID) else { throw fail("\(fact.kind) of unknown job '\(jobID)'") }
         guard job.run == runID else { throw fail("job '\(jobID)' belongs to run '\(job.run)', not '\(runID)'") }
-        if fact.kind == .jobRejected {
+        if known == .jobRejected {
             guard fact.revision == nil else { throw fail("job.rejected must not carry a revision") }
             job.rejected += 1
             job.position = fact.position
             try views.putJob(job)
-            if var run = try views.run(runID) {
+            if var run = try views.takeRun(runID) {
                 run.position = fact.position
                 try views.putRun(run)
             }
@@ -78,7 +174,7 @@ enum Fold {
             throw fail("\(fact.kind) of '\(jobID)' at revision \(fact.revision.map(String.init) ?? "none"), expected \(job.revision + 1)")
         }
         let before = job.status
-        switch fact.kind {
+        switch known {
         case .jobClaimed:
             guard job.status == .unstarted else { throw fail("claim of '\(jobID)' while \(job.status)") }
             if try views.unfinishedParents(jobID) > 0 {
@@ -93,35 +189,35 @@ enum Fold {
             job.attempt = attempt
             job.worker = worker
             job.claimedAt = fact.time
-            job.leaseMilliseconds = fact.data["lease_ms"]?.intValue ?? 0
+            job.leaseMilliseconds = fact.dataInteger(.leaseMilliseconds) ?? 0
             if job.firstStartedAt == nil { job.firstStartedAt = fact.time }
             job.endedAt = nil
             job.notBefore = nil
         case .jobFinished, .jobFailed:
             guard job.status == .started else { throw fail("\(fact.kind) of '\(jobID)' while \(job.status)") }
             guard fact.attempt == job.attempt else { throw fail("\(fact.kind) of '\(jobID)' for attempt \(fact.attempt.map(String.init) ?? "none"), current is \(job.attempt)") }
-            job.status = fact.kind == .jobFinished ? .finished : .failed
+            job.status = known == .jobFinished ? .finished : .failed
             job.endedAt = fact.time
             job.faults = 0
             job.expiries = 0
-            if fact.kind == .jobFinished {
-                job.result = fact.data["result"]
-                job.error = nil
+            if known == .jobFinished {
+                job.resultJSON = fact.dataCanonicalBytes(.result)
+                job.errorJSON = nil
             } else {
                 job.failures += 1
-                job.error = fact.data["error"] ?? .null
+                job.errorJSON = fact.dataCanonicalBytes(.error) ?? Fold.nullBytes
             }
         case .jobReleased:
             guard job.status == .started else { throw fail("release of '\(jobID)' while \(job.status)") }
             job.status = .unstarted
             job.claimedAt = nil
-            if let nb = fact.data["not_before"]?.stringValue {
+            if let nb = fact.dataString(.notBefore) {
                 guard let t = Instant(rfc3339: nb) else { throw fail("release of '\(jobID)' with invalid not_before") }
                 job.notBefore = t
             } else {
                 job.notBefore = nil
             }
-            if let e = fact.data["error"] { job.error = e }
+            if let e = fact.dataCanonicalBytes(.error) { job.errorJSON = e }
             switch fact.reason {
             case "error", "timeout":
                 job.failures += 1
@@ -162,7 +258,7 @@ enum Fold {
         } else if before != .started, job.status == .started {
             try views.setActive(job.type, try views.active(job.type) + 1)
         }
-        guard var run = try views.run(runID) else { throw fail("job '\(jobID)' of unknown run '\(runID)'") }
+        guard var run = try views.takeRun(runID) else { throw fail("job '\(jobID)' of unknown run '\(runID)'") }
         run.counts[before, default: 0] -= 1
         run.counts[job.status, default: 0] += 1
         if run.counts[before] == 0 { run.counts[before] = nil }
@@ -186,34 +282,34 @@ enum Fold {
         try views.putRun(run)
     }
 
-    private static func create<T: FoldTarget>(_ fact: Fact, job jobID: String, run runID: String, in views: inout T) throws {
+    private static func create<F: FoldFact, T: FoldTarget>(_ fact: F, job jobID: String, run runID: String, in views: inout T) throws {
         func fail(_ message: String) -> FoldError { FoldError(position: fact.position, message: message) }
         guard fact.revision == 1 else { throw fail("job.created of '\(jobID)' must be revision 1") }
         if try views.job(jobID) != nil { throw fail("job '\(jobID)' already exists") }
-        guard var run = try views.run(runID) else { throw fail("job '\(jobID)' created in unknown run '\(runID)'") }
-        guard let type = fact.data["type"]?.stringValue else { throw fail("job.created of '\(jobID)' without data.type") }
+        guard var run = try views.takeRun(runID) else { throw fail("job '\(jobID)' created in unknown run '\(runID)'") }
+        guard let type = fact.dataString(.type) else { throw fail("job.created of '\(jobID)' without data.type") }
         var parents: [String] = []
-        for p in fact.data["parents"]?.arrayValue ?? [] {
-            guard let id = p.stringValue else { throw fail("job '\(jobID)' has a parent that is not a string") }
+        for p in fact.dataStringList(.parents) {
+            guard let id = p else { throw fail("job '\(jobID)' has a parent that is not a string") }
             parents.append(id)
         }
         var unfinished = 0
         for parentID in parents {
-            guard var parent = try views.job(parentID), parent.run == runID else {
+            guard var parent = try views.takeJob(parentID), parent.run == runID else {
                 throw fail("job '\(jobID)' depends on '\(parentID)', which is not an earlier job of run '\(runID)'")
             }
             if parent.status != .finished { unfinished += 1 }
             parent.children.append(jobID)
             try views.putJob(parent)
         }
-        if Set(parents).count != parents.count { throw fail("job '\(jobID)' lists a parent twice") }
+        if hasDuplicates(parents) { throw fail("job '\(jobID)' lists a parent twice") }
         try views.setUnfinishedParents(jobID, unfinished)
         var job = JobState(
             id: jobID, run: runID, type: type, parents: parents, children: [],
-            priority: Int(fact.data["priority"]?.intValue ?? 0), status: .unstarted, revision: 1, attempt: 0,
+            priority: Int(fact.dataInteger(.priority) ?? 0), status: .unstarted, revision: 1, attempt: 0,
             attemptBase: 0, worker: nil, createdAt: fact.time, createdPosition: fact.position, claimedAt: nil, leaseMilliseconds: 0,
             firstStartedAt: nil, endedAt: nil, notBefore: nil, readySince: nil, reason: fact.reason, errorJSON: nil,
-            resultJSON: nil, optionsJSON: (fact.data["options"] ?? .object([:])).canonicalBytes, rejected: 0, position: fact.position,
+            resultJSON: nil, optionsJSON: fact.dataCanonicalBytes(.options) ?? Fold.emptyObjectBytes, rejected: 0, position: fact.position,
             failures: 0, faults: 0, expiries: 0)
         run.total += 1
         run.counts[.unstarted, default: 0] += 1
@@ -243,6 +339,18 @@ enum Fold {
             changed = true
         }
         return changed
+    }
+
+    static let nullBytes = JSONValue.null.canonicalBytes
+    static let emptyObjectBytes = JSONValue.object([:]).canonicalBytes
+
+    /// Whether two of the ids are equal (as strings, like a `Set` of them would tell).
+    static func hasDuplicates(_ ids: [String]) -> Bool {
+        if ids.count > 16 { return Set(ids).count != ids.count }
+        for i in ids.indices {
+            for j in ids.indices where j > i && ids[i] == ids[j] { return true }
+        }
+        return false
     }
 
     static func updateStatus(_ run: inout RunState, at time: Instant) {
