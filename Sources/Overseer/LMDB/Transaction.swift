@@ -49,7 +49,9 @@ struct Transaction {
     /// Writes `value` under `key`. `append` uses MDB_APPEND, which fails with MDB_KEYEXIST unless
     /// the key sorts after every existing key; the log relies on it to refuse out-of-order positions.
     func put(_ db: Database, _ key: [UInt8], _ value: [UInt8], append: Bool = false, noOverwrite: Bool = false) throws {
-        guard let txn else { return try backend!.put(Int(db.dbi), key, value, noOverwrite: noOverwrite || append) }
+        // A backend has no MDB_APPEND; the keys put with `append` (a new fact's position in the
+        // time index) cannot exist yet under the log's write lock, so they need no check.
+        guard let txn else { return try backend!.put(Int(db.dbi), key, value, noOverwrite: noOverwrite) }
         var flags: UInt32 = 0
         if append { flags |= UInt32(MDB_APPEND) }
         if noOverwrite { flags |= UInt32(MDB_NOOVERWRITE) }
