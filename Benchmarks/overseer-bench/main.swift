@@ -5,8 +5,8 @@
 //       SUITE is a suite name (see Suites.swift) or `all`. `--store postgres` measures the
 //       PostgreSQL store against the LMDB one in the same run, on the server `--url` names or on a
 //       throwaway one (scripts/pg-test-server.sh) deleted at the end.
-//   overseer-bench log --only verify [--facts N] [--store PATH] [--reps K]
-//       only the verify measurement, on a store kept between runs (here --store is a path)
+//   overseer-bench log --only verify [--facts N] [--keep PATH] [--reps K]
+//       only the verify measurement, on a store kept between runs at --keep PATH
 //
 // Results: one JSON object per line on stdout. Progress: stderr.
 
@@ -17,7 +17,7 @@ import Glibc
 
 let usage = """
     usage: overseer-bench SUITE [--quick] [--store lmdb|postgres] [--url URL]
-           overseer-bench log --only verify [--facts N] [--store PATH] [--reps K]
+           overseer-bench log --only verify [--facts N] [--keep PATH] [--reps K]
       SUITE   \(BenchSuites.all.map(\.name).joined(separator: " | ")) | all
       --quick smaller sizes (a smoke run, well under 30 s in release with the LMDB store)
       --store lmdb (the default), or postgres: the PostgreSQL store, with LMDB's figures from the
@@ -26,7 +26,7 @@ let usage = """
               server is started with scripts/pg-test-server.sh and deleted at the end
       --only verify
               only the verify measurement of the log suite, on a store of N facts (default
-              1,000,000; 100,000 with --quick). With --store, the store at PATH is kept and
+              1,000,000; 100,000 with --quick). With --keep, the store at PATH is kept and
               reused by later runs (filled or extended to N facts first), so that iterating
               on verify does not pay for the fill each time. K passes (default 3).
     """
@@ -55,21 +55,22 @@ args.removeAll { $0 == "--quick" }
     return n
 }
 let only = option("--only")
-// `--store` names the store kind, except with `--only verify`, where it is the kept store's path.
+// `--store` names the store kind; `--keep PATH` (with `--only verify`) the store kept between runs.
 let storeOption = option("--store")
-let verifyOptions = VerifyOnly(facts: intOption("--facts"), store: only == nil ? nil : storeOption, repetitions: intOption("--reps"))
+let keepOption = option("--keep")
+let verifyOptions = VerifyOnly(facts: intOption("--facts"), store: keepOption, repetitions: intOption("--reps"))
 let url = option("--url")
 guard args.count == 1, only == nil || (only == "verify" && args[0] == "log") else {
     Progress.say(usage)
     exit(2)
 }
-if only == nil, verifyOptions.facts != nil || verifyOptions.repetitions != nil {
-    Progress.say("--facts and --reps go with --only verify\n" + usage)
+if only == nil, verifyOptions.facts != nil || verifyOptions.repetitions != nil || keepOption != nil {
+    Progress.say("--facts, --keep and --reps go with --only verify\n" + usage)
     exit(2)
 }
-let storeName = only == nil ? storeOption ?? "lmdb" : "lmdb"
-guard let storeKind = BenchStoreKind(rawValue: storeName) else {
-    Progress.say("unknown store '\(storeName)' (lmdb or postgres; a store path goes with --only verify)\n" + usage)
+let storeName = storeOption ?? "lmdb"
+guard let storeKind = BenchStoreKind(rawValue: storeName), only == nil || storeKind == .lmdb else {
+    Progress.say("unknown store '\(storeName)' (lmdb or postgres; --only verify measures LMDB; its kept store is --keep PATH)\n" + usage)
     exit(2)
 }
 if url != nil, storeKind != .postgres {
