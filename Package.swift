@@ -20,7 +20,7 @@ let package = Package(
         .target(name: "Overseer", dependencies: ["CLMDB", "CCrypto"], swiftSettings: strict),
         // The PostgreSQL store and its libpq layer (docs/postgres.md). The core target stays free of libpq.
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
-        .target(name: "OverseerPostgres", dependencies: ["Overseer", "CLibPQ"], swiftSettings: strict),
+        .target(name: "OverseerPostgres", dependencies: ["Overseer", "CLibPQ", "CCrypto"], swiftSettings: strict),
         .executableTarget(name: "overseer", dependencies: ["Overseer", "OverseerPostgres"], swiftSettings: strict),
         .executableTarget(
             name: "overseer-bench", dependencies: ["Overseer", "OverseerPostgres", "CLMDB"],

@@ -11,8 +11,9 @@ for p in liblmdb-dev libssl-dev libpq-dev pkg-config; do have_pkg "$p" || need+=
 for arg in "$@"; do
   case "$arg" in
     --postgres) for p in postgresql; do have_pkg "$p" || need+=("$p"); done ;;
-    # Optional: Graphviz lays out report graphs; headless Chromium runs the report's browser test.
-    --extras) for p in graphviz lmdb-utils chromium; do have_pkg "$p" || want+=("$p"); done ;;
+    # Optional: Graphviz lays out report graphs; headless Chromium runs the report's browser test;
+    # iproute2's `ip netns` makes the two hosts of the multi-host test (scripts/netns-hosts.sh).
+    --extras) for p in graphviz lmdb-utils chromium iproute2; do have_pkg "$p" || want+=("$p"); done ;;
   esac
 done
 SUDO=""

@@ -1,3 +1,4 @@
+import CCrypto
 import CLibPQ
 import Foundation
 
@@ -70,6 +71,7 @@ public final class PGConnection: @unchecked Sendable {
         if let parsed = parseConnectionOptions(conninfo) {
             for key in ConnectionStringRedaction.secretKeys { if let v = parsed[key] { secrets.append(v) } }
         }
+        _ = Self.noLibcryptoCleanupAtExit
         let h = Self.connect(conninfo)
         if let h, let p = PQpass(h) { secrets.append(String(cString: p)) }  // also a password from ~/.pgpass
         scrub = Scrubber(conninfo: conninfo, redacted: redaction.text, secrets: secrets)
@@ -87,6 +89,15 @@ public final class PGConnection: @unchecked Sendable {
     }
 
     deinit { close() }
+
+    /// libpq authenticates (SCRAM) and encrypts with libcrypto. libcrypto's atexit cleanup freed
+    /// state that a thread still connecting at exit was using (a store's listener thread, as a short
+    /// command such as `overseer verify` exited): the process died of SIGSEGV after printing its
+    /// result, in about 3 runs of 100. Told before libpq first uses it not to register that cleanup,
+    /// libcrypto leaves its memory to the exiting process instead (the core does the same).
+    private static let noLibcryptoCleanupAtExit: Void = {
+        _ = OPENSSL_init_crypto(UInt64(OPENSSL_INIT_NO_ATEXIT), nil)
+    }()
 
     /// PQstatus == CONNECTION_OK. False after close(), or once libpq noticed the connection broke.
     public var isOK: Bool {

@@ -53,9 +53,11 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
 
     // MARK: Connections
 
-    private func connect() throws -> PGConnection {
+    private func connect(writer: Bool = false) throws -> PGConnection {
         do {
-            return try PGConnection(conninfo)
+            let c = try PGConnection(conninfo)
+            try Self.configureSession(c, writer: writer)
+            return c
         } catch {
             // Name the store as the user wrote it, not with the options added to it.
             let message = error.message
@@ -63,6 +65,44 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
                 .replacingOccurrences(of: redactConnectionString(conninfo), with: displayName)
             if Self.isTransient(error) { throw BackendUnavailable(commitUnknown: false, message: message) }
             throw StoreError(.unavailable, path: displayName, message)
+        }
+    }
+
+    /// Settings for the server's side of a store connection, applied only where the server's own
+    /// configuration (postgresql.conf, ALTER ROLE or DATABASE ... SET, the connection's `options`)
+    /// left them at their defaults. They bound how long the server keeps the session of a client
+    /// that vanished (a host cut off from the network, powered off or paused):
+    ///
+    /// - `idle_in_transaction_session_timeout`, for the writer only: a client that stops sending
+    ///   inside a write transaction holds the log's lock (the head row), and every other host's
+    ///   writes wait behind it. The server ends such a session after 10 s, which rolls it back and
+    ///   frees the lock. Overseer's write transactions never pause between statements (the client
+    ///   only folds and hashes in between), so only a vanished or stopped client reaches it.
+    ///   Without it the lock stayed held until the server's TCP keepalive gave up on the dead
+    ///   connection: two hours with Linux's defaults (docs/postgres.md, "Many hosts").
+    /// - `tcp_keepalives_*` and `tcp_user_timeout`: the server notices a dead peer in about 10 s,
+    ///   as the client does with the options of `withConnectionDefaults`, instead of keeping its
+    ///   session (and a connection slot) for two hours.
+    static func sessionSettings(writer: Bool) -> String {
+        var settings = [
+            ("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3"),
+            ("tcp_user_timeout", "10000"),
+        ]
+        if writer { settings.append(("idle_in_transaction_session_timeout", "10000")) }
+        let values = settings.map { "('\($0.0)', '\($0.1)')" }.joined(separator: ", ")
+        // Joined with pg_settings, so a server without one of them (tcp_user_timeout came in 12) skips it.
+        return "SELECT count(set_config(d.name, d.value, false)) FROM (VALUES \(values)) AS d(name, value) JOIN pg_settings s ON s.name = d.name WHERE s.source = 'default'"
+    }
+
+    /// Applies `sessionSettings`. A lost connection is an error; any other failure leaves the
+    /// server's defaults in place (the settings only shorten how long a dead peer is waited for).
+    static func configureSession(_ c: PGConnection, writer: Bool) throws(PGError) {
+        do {
+            try c.exec(sessionSettings(writer: writer))
+        } catch where error.connectionLost {
+            throw error
+        } catch {
+            return
         }
     }
 
@@ -164,7 +204,7 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
         } else {
             writer?.close()
             writer = nil
-            c = try connect()
+            c = try connect(writer: true)
             writer = c
         }
         do {
@@ -234,6 +274,7 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
                     if connection == nil || !(connection!.isOK) {
                         connection?.close()
                         let c = try PGConnection(conninfo)
+                        try PostgresBackend.configureSession(c, writer: false)
                         try c.exec("LISTEN \(PostgresBackend.channel)")
                         connection = c
                         backoff = 0.1

@@ -346,6 +346,29 @@ struct LibPQServerTests {
         #expect(try victim.exec("SELECT 1").int64(0, 0) == 1)
     }
 
+    /// The store's connections tell the server to give up on a client that vanished (docs/postgres.md,
+    /// "Many hosts"), unless the server's or the connection's own settings say otherwise.
+    @Test func storeSessionsBoundHowLongTheServerWaitsForAVanishedClient() throws {
+        let writer = try connectToTestServer()
+        try PostgresBackend.configureSession(writer, writer: true)
+        #expect(try writer.exec("SHOW idle_in_transaction_session_timeout").string(0, 0) == "10s")
+        #expect(try writer.exec("SHOW tcp_keepalives_idle").string(0, 0) == "5")
+        #expect(try writer.exec("SHOW tcp_keepalives_interval").string(0, 0) == "2")
+        #expect(try writer.exec("SHOW tcp_keepalives_count").string(0, 0) == "3")
+        #expect(try writer.exec("SHOW tcp_user_timeout").string(0, 0) == "10000")
+        // Readers hold no lock that writers wait for: their transactions may idle.
+        let reader = try connectToTestServer()
+        try PostgresBackend.configureSession(reader, writer: false)
+        #expect(try reader.exec("SHOW idle_in_transaction_session_timeout").string(0, 0) == "0")
+        #expect(try reader.exec("SHOW tcp_keepalives_idle").string(0, 0) == "5")
+        // A value the connection asked for stays.
+        let url = try #require(testPostgresURL)
+        let own = try PGConnection(withConnectionDefaults(url + (url.contains("?") ? "&" : "?") + "options=-c%20idle_in_transaction_session_timeout%3D20s"))
+        try PostgresBackend.configureSession(own, writer: true)
+        #expect(try own.exec("SHOW idle_in_transaction_session_timeout").string(0, 0) == "20s")
+        #expect(try own.exec("SHOW tcp_user_timeout").string(0, 0) == "10000")
+    }
+
     @Test func copyIsRefusedAndTheConnectionStaysUsable() throws {
         let conn = try connectToTestServer()
         try withSchema(conn) { s in

@@ -5,13 +5,14 @@
 //   overseer-probe append-loop STORE
 //   overseer-probe open STORE [UID]   (opens, as UID when given, and verifies; prints the outcome)
 //   overseer-probe work-twice STORE   (Overseer.work twice in one process; SIGTERM must stop the second)
+//   overseer-probe hold-write-lock STORE   (opens a write transaction, prints "locked", never ends it)
 import Foundation
 import Overseer
 import OverseerPostgres
 
 let args = CommandLine.arguments
 func usage() -> Never {
-    FileHandle.standardError.write(Data("usage: overseer-probe claim-race STORE RUN JOBS THREADS [GO_FILE] | append-loop STORE | open STORE [UID]\n".utf8))
+    FileHandle.standardError.write(Data("usage: overseer-probe claim-race STORE RUN JOBS THREADS [GO_FILE] | append-loop STORE | open STORE [UID] | work-twice STORE | hold-write-lock STORE\n".utf8))
     exit(2)
 }
 guard args.count >= 3 else { usage() }
@@ -142,6 +143,16 @@ case "work-twice":
         done.signal()
     }
     done.wait()
+case "hold-write-lock":
+    // Stands for a host that stops between two statements of a write transaction (cut off,
+    // paused): the transaction holds the log's lock (the head row) and never ends. Prints "locked"
+    // from inside it, then sleeps until killed.
+    _ = try? store.writeSync { _ in
+        print("locked")
+        fflush(nil)
+        while true { sleep(3600) }
+    }
+    exit(1)
 default:
     usage()
 }

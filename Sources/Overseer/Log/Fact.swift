@@ -49,6 +49,17 @@ public struct FactKind: RawRepresentable, Sendable, Hashable, Codable, CustomStr
     }
 }
 
+/// libcrypto frees its global state from an atexit handler (OPENSSL_cleanup). A thread still in
+/// libcrypto when the process exits (libpq authenticating a connection, a hash) then dereferences
+/// freed state, and the process dies of SIGSEGV after it has done its work and printed its result.
+/// Told before its first use not to register that handler, libcrypto leaves its memory to the
+/// exiting process, and the race is gone. OverseerPostgres does the same before libpq connects.
+enum Libcrypto {
+    static let noCleanupAtExit: Void = {
+        _ = OPENSSL_init_crypto(UInt64(OPENSSL_INIT_NO_ATEXIT), nil)
+    }()
+}
+
 /// A SHA-256 digest.
 public struct Digest: Sendable, Hashable, CustomStringConvertible {
     public let bytes: [UInt8]
@@ -63,6 +74,7 @@ public struct Digest: Sendable, Hashable, CustomStringConvertible {
 
     /// SHA-256 of `data`, computed by OpenSSL's libcrypto.
     public static func sha256(_ data: UnsafeRawBufferPointer) -> Digest {
+        _ = Libcrypto.noCleanupAtExit
         var out = [UInt8](repeating: 0, count: 32)
         out.withUnsafeMutableBufferPointer { o in
             _ = SHA256(data.baseAddress?.assumingMemoryBound(to: UInt8.self), data.count, o.baseAddress)
