@@ -67,29 +67,36 @@ struct LogSuite: BenchSuite {
     // MARK: append.single
 
     private func appendSingle(_ c: BenchContext, _ s: Sizes) async throws {
-        let rawPath = c.path("raw-single"), storePath = c.path("append-single")
-        defer { c.remove(rawPath); c.remove(storePath) }
+        let rawPath = c.path("raw-single"), storePath = c.path("append-single"), spreadPath = c.path("raw-spread")
+        defer { c.remove(rawPath); c.remove(storePath); c.remove(spreadPath) }
         let raw = try RawLMDB(path: rawPath)
+        // A fact's commit touches about 11 trees (the log, 5 indexes, 5 views): the same count in
+        // raw LMDB, for reference (not the baseline).
+        let spread = try RawLMDB(path: spreadPath, databases: 11)
         let store = try LogStore(path: storePath)
         let runsPerRep = s.singleFacts / 8
         // Repetition 0 is a warm-up (file growth, page cache) and is not counted.
         let runs = try submitRuns(store, prefix: "single", count: runsPerRep * (s.repetitions + 1))
-        var rawRates: [Double] = [], rates: [Double] = []
+        var rawRates: [Double] = [], rates: [Double] = [], spreadRates: [Double] = []
         for rep in 0...s.repetitions {
             let rawRate = Double(s.singleFacts) / (try raw.put(records: s.singleFacts, perCommit: 1))
+            let spreadRate = Double(s.singleFacts) / (try spread.putSpread(commits: s.singleFacts))
             let steps = runs[(rep * runsPerRep)..<((rep + 1) * runsPerRep)].flatMap { Workload.diamondJobs($0, worker: 0) }
             let (_, seconds) = try await measureAsync { try await LogSuite.appendAll(store, steps) }
             let rate = Double(steps.count) / seconds
-            Progress.say(String(format: "append.single %@: raw %.0f commits/s, overseer %.0f facts/s (%.0f us/append), ratio %.3f",
-                                rep == 0 ? "warm-up" : "rep \(rep)", rawRate, rate, seconds / Double(steps.count) * 1e6, rate / rawRate))
+            Progress.say(String(format: "append.single %@: raw %.0f commits/s, raw over 11 trees %.0f commits/s, overseer %.0f facts/s (%.0f us/append), ratio %.3f",
+                                rep == 0 ? "warm-up" : "rep \(rep)", rawRate, spreadRate, rate, seconds / Double(steps.count) * 1e6, rate / rawRate))
             if rep > 0 {
                 rawRates.append(rawRate)
                 rates.append(rate)
+                spreadRates.append(spreadRate)
             }
         }
-        let rawRate = Stats.median(rawRates), rate = Stats.median(rates)
+        let rawRate = Stats.median(rawRates), rate = Stats.median(rates), spreadRate = Stats.median(spreadRates)
         emit(c, "raw.put.single", rawRate, "commits/s")
+        emit(c, "raw.put.single.11trees", spreadRate, "commits/s", baseline: rawRate, ratio: spreadRate / rawRate)
         emit(c, "append.single", rate, "facts/s", baseline: rawRate, ratio: rate / rawRate)
+        emit(c, "append.single.vs_11trees", rate, "facts/s", baseline: spreadRate, ratio: rate / spreadRate)
     }
 
     // MARK: append.concurrent.64

@@ -20,7 +20,9 @@ import Testing
 
     @Test func aKilledWorkersJobsAreReleasedAndFinishedByAnother() throws {
         let box = Sandbox("kill")
-        let pipeline = sleepyPipeline(box, jobs: 6, seconds: 0.4)
+        // Jobs long enough that A is still inside its first three when the kill arrives, even on
+        // a loaded machine where noticing its claims takes a while.
+        let pipeline = sleepyPipeline(box, jobs: 6, seconds: 3)
         #expect(try box.run(["submit", pipeline, "--run", "s"]).status == 0)
         let a = try box.start(["worker", pipeline, "--name", "A", "--lease", "1", "--concurrency", "3"], name: "A")
         // Wait until A holds claims, then kill it without warning.
@@ -40,7 +42,8 @@ import Testing
 
     @Test func aPausedWorkersLateResultIsRejected() throws {
         let box = Sandbox("stop")
-        let pipeline = sleepyPipeline(box, jobs: 1, seconds: 1.5)
+        // Long enough that A is still running it when the SIGSTOP arrives, even on a loaded machine.
+        let pipeline = sleepyPipeline(box, jobs: 1, seconds: 5)
         #expect(try box.run(["submit", pipeline, "--run", "s"]).status == 0)
         let a = try box.start(["worker", pipeline, "--name", "A", "--lease", "1"], name: "A")
         #expect(try waitUntil(20) { try facts(box).contains { $0.kind == .jobClaimed && $0.worker == "A" } })
@@ -50,7 +53,7 @@ import Testing
         #expect(b.status == 0, "\(b.stderr)")
         kill(a.processIdentifier, SIGCONT)
         // A's command finishes too; its result must be refused.
-        #expect(try waitUntil(20) { try facts(box).contains { $0.kind == .jobRejected && $0.worker == "A" } })
+        #expect(try waitUntil(40) { try facts(box).contains { $0.kind == .jobRejected && $0.worker == "A" } })
         kill(a.processIdentifier, SIGTERM)
         a.waitUntilExit()
         let all = try facts(box)

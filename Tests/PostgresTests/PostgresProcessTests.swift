@@ -111,7 +111,8 @@ struct PostgresProcessTests {
                 try ProbeProcess(executable: cli, ["worker", pipeline, "--db", url, "--lease", "8", "--concurrency", "4", "--name", "w\(i)"])
             }
             defer {
-                for w in workers { kill(w.pid, SIGKILL); _ = w.waitForExit() }
+                // Only a worker still running: a pid that has been reaped may belong to another process.
+                for w in workers where w.process.isRunning { kill(w.pid, SIGKILL); _ = w.waitForExit() }
             }
             let store = try LogStore.postgres(url, retryWindow: .seconds(60))
             func finished() -> Int { (try? store.jobs(inRun: "r1").filter { $0.status == .finished }.count) ?? 0 }
