@@ -7,8 +7,9 @@ import Testing
 /// Many hosts against one PostgreSQL server (docs/postgres.md, "Many hosts"): two network
 /// namespaces joined by a veth pair stand for two hosts, the server runs on host A, and the real
 /// `overseer` CLI works one pipeline from both. Host B is then cut off (its link goes down) in the
-/// middle of the run. Where namespaces cannot be made, both hosts run on loopback and the cut is a
-/// SIGSTOP of B's worker instead (MultiHostSupport.swift); OVERSEER_TEST_NO_NETNS=1 forces that.
+/// middle of the run; later, on the same hosts, B is cut off while it holds the log's lock. Where
+/// namespaces cannot be made, both hosts run on loopback and the cut is a SIGSTOP of B's process
+/// instead (MultiHostSupport.swift); OVERSEER_TEST_NO_NETNS=1 forces that.
 ///
 /// The test starts a server of its own inside host A, so it does not need the shared test server;
 /// it runs whenever the other PostgreSQL tests run (TestStores.postgresRequired).
