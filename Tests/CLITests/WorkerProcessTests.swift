@@ -67,7 +67,9 @@ import Testing
 
     @Test func sigtermDrainsRunningJobsThenExits() throws {
         let box = Sandbox("term")
-        let pipeline = sleepyPipeline(box, jobs: 3, seconds: 0.8)
+        // Long enough that the first job is still running when the SIGTERM arrives on a loaded
+        // machine (noticing the claim takes a CLI process of its own).
+        let pipeline = sleepyPipeline(box, jobs: 3, seconds: 4)
         #expect(try box.run(["submit", pipeline, "--run", "s"]).status == 0)
         let a = try box.start(["worker", pipeline, "--name", "A", "--concurrency", "1"], name: "A")
         #expect(try waitUntil(20) { try facts(box).contains { $0.kind == .jobClaimed && $0.worker == "A" } })
