@@ -474,16 +474,10 @@ final class StoreCore: Sendable {
             return (true, 0, try txn.getBytes(meta, Keys.format))
         }
         if state.hasMeta {
-            guard let format = state.format, let text = String(validating: format, as: UTF8.self) else {
+            guard state.format != nil else {
                 throw StoreError(.notAStore, path: path, "not an Overseer store: an LMDB environment without an Overseer format marker")
             }
-            let parts = text.split(separator: " ")
-            guard parts.count == 2, parts[0] == StoreFormat.magic, let version = Int(parts[1]) else {
-                throw StoreError(.notAStore, path: path, "not an Overseer store: unknown format marker '\(text)'")
-            }
-            if version > StoreFormat.version {
-                throw StoreError(.newerFormat, path: path, "written by a newer Overseer (store format \(version); this build reads up to \(StoreFormat.version)). Upgrade Overseer; the store was not changed.")
-            }
+            if let problem = StoreLayout.checkFormat(state.format, store: path) { throw problem }
         } else if state.mainEntries > 0 {
             throw StoreError(.notAStore, path: path, "not an Overseer store: an LMDB environment holding other databases")
         }
