@@ -297,8 +297,6 @@ struct ScannedLine: FoldFact {
     let worker: String?
     let reason: String?
 
-    var fact: ScannedFact { scanned.pointee }
-
     /// The fact's strings.
     struct Strings: Sendable {
         var kind: FactKind
