@@ -158,6 +158,14 @@ final class Environment: @unchecked Sendable {
         return Database(dbi: dbi)
     }
 
+    /// The id of the last committed write transaction, by any process (read from the lock file's
+    /// shared memory: no system call).
+    var lastTransactionID: Int {
+        var info = MDB_envinfo()
+        guard mdb_env_info(env, &info) == 0 else { return -1 }
+        return info.me_last_txnid
+    }
+
     /// Bytes used by the data file (pages in use × page size).
     func usedBytes() throws -> Int {
         var info = MDB_envinfo()

@@ -412,10 +412,14 @@ final class StoreCore: Sendable {
         self.dbs = dbs
         let commits = self.commits
         let committer = BatchCommitter(engine: .lmdb(env), dbs: dbs, path: path, maximumMapSize: options.maximumMapSize)
+        let watch = ChangeWatcher.shared.watch(file: directory + "/data.mdb", signal: commits) { env.lastTransactionID }
         self.writer = WriterThread(name: "overseer-writer", maximumBatch: options.maximumBatch) { batch in
-            if committer.process(batch) { commits.notify() }
+            let grew = committer.process(batch)
+            // Recorded before the waiters are woken: the watcher then leaves this commit to them.
+            watch?.noteOwnCommit(env.lastTransactionID)
+            if grew { commits.notify() }
         }
-        self.watcher = ChangeWatcher(file: directory + "/data.mdb", signal: commits)
+        self.watch = watch
     }
 
     /// A core over a ``StoreBackend``: one writer thread per store object, with the same group
@@ -432,7 +436,7 @@ final class StoreCore: Sendable {
         self.writer = WriterThread(name: "overseer-writer", maximumBatch: options.maximumBatch) { batch in
             if committer.process(batch) { commits.notify() }
         }
-        self.watcher = nil
+        self.watch = nil
         backend.watchChanges { commits.notify() }
     }
 
@@ -455,11 +459,11 @@ final class StoreCore: Sendable {
     }
 
     /// Wakes this process's waiters when another process writes the store.
-    private let watcher: ChangeWatcher?
+    let watch: ChangeWatcher.Watch?
 
     deinit {
         writer.stop()
-        watcher?.stop()
+        watch.map { ChangeWatcher.shared.remove($0) }
         if case .backend(let b) = engine { b.close() }
     }
 
@@ -526,44 +530,3 @@ final class StoreCore: Sendable {
 /// page writes, the meta page's last), and wakes the in-process waiters at once, so workers in
 /// other processes pick up newly ready jobs without waiting for their poll. Polling stays as
 /// the fallback: where inotify is unavailable (or on network file systems) this is nil.
-final class ChangeWatcher: Sendable {
-    private final class Flag: Sendable {
-        let value = Mutex(false)
-    }
-    private let fd: Int32
-    private let stopped = Flag()
-    private let done = DispatchSemaphore(value: 0)
-
-    init?(file: String, signal: CommitSignal) {
-        let fd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
-        guard fd >= 0 else { return nil }
-        guard inotify_add_watch(fd, file, UInt32(IN_MODIFY)) >= 0 else {
-            close(fd)
-            return nil
-        }
-        self.fd = fd
-        let stopped = self.stopped
-        let done = self.done
-        let thread = Thread {
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            while !stopped.value.withLock({ $0 }) {
-                pfd.revents = 0
-                let ready = poll(&pfd, 1, 250)
-                guard ready > 0 else { continue }
-                // Drain every queued event; one wake-up serves them all.
-                while buffer.withUnsafeMutableBytes({ read(fd, $0.baseAddress, $0.count) }) > 0 {}
-                signal.notify()
-            }
-            done.signal()
-        }
-        thread.name = "overseer-watch"
-        thread.start()
-    }
-
-    func stop() {
-        stopped.value.withLock { $0 = true }
-        done.wait()
-        close(fd)
-    }
-}

@@ -101,9 +101,12 @@ final class WriterThread: @unchecked Sendable {
 final class CommitSignal: Sendable {
     private struct Waiter {
         let id: UInt64
-        let continuation: CheckedContinuation<Void, Never>
+        /// Resumed with true by a commit, false by the timeout or cancellation.
+        let continuation: CheckedContinuation<Bool, Never>
     }
     private let state = Mutex<(next: UInt64, waiters: [Waiter], expired: Set<UInt64>)>((0, [], []))
+    /// Whether anyone waits now.
+    var hasWaiters: Bool { state.withLock { !$0.waiters.isEmpty } }
 
     func notify() {
         let waiters = state.withLock { s -> [Waiter] in
@@ -111,11 +114,13 @@ final class CommitSignal: Sendable {
             s.waiters.removeAll()
             return w
         }
-        for w in waiters { w.continuation.resume() }
+        for w in waiters { w.continuation.resume(returning: true) }
     }
 
-    /// Returns after the next commit in this process, or after `timeout`, or on cancellation.
-    func wait(timeout: Duration) async {
+    /// Returns after the next commit in this process (or, through a ``ChangeWatcher``, in
+    /// another one), or after `timeout`, or on cancellation. True when a commit woke it.
+    @discardableResult
+    func wait(timeout: Duration) async -> Bool {
         let id = state.withLock { s -> UInt64 in
             s.next += 1
             return s.next
@@ -128,20 +133,25 @@ final class CommitSignal: Sendable {
             }
             self.resume(id)
         }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+        let woken = await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
                 let resumeNow = state.withLock { s -> Bool in
                     if Task.isCancelled || s.expired.remove(id) != nil { return true }
                     s.waiters.append(Waiter(id: id, continuation: c))
                     return false
                 }
-                if resumeNow { c.resume() }
+                if resumeNow {
+                    c.resume(returning: false)
+                } else {
+                    ChangeWatcher.waiterArrived()
+                }
             }
         } onCancel: {
             self.resume(id)
         }
         timer.cancel()
         state.withLock { _ = $0.expired.remove(id) }
+        return woken
     }
 
     private func resume(_ id: UInt64) {
@@ -153,6 +163,6 @@ final class CommitSignal: Sendable {
             }
             return s.waiters.remove(at: i)
         }
-        waiter?.continuation.resume()
+        waiter?.continuation.resume(returning: false)
     }
 }
