@@ -39,6 +39,8 @@ final class BenchContext: Sendable {
     let quick: Bool
     /// Set for `log --only verify`.
     let verifyOnly: VerifyOnly?
+    /// Set for `log --only append`: the append measurements alone.
+    let appendOnly: Bool
     /// `--store`: which store the suites measure (LMDB figures come along as baselines).
     let store: BenchStoreKind
     /// With `--store postgres`: the server (`--url`, or a throwaway one).
@@ -46,9 +48,10 @@ final class BenchContext: Sendable {
     /// A fresh directory for this run's stores; removed at the end.
     let root: String
 
-    init(quick: Bool, verifyOnly: VerifyOnly? = nil, store: BenchStoreKind = .lmdb, postgres: BenchPostgres? = nil) throws {
+    init(quick: Bool, verifyOnly: VerifyOnly? = nil, appendOnly: Bool = false, store: BenchStoreKind = .lmdb, postgres: BenchPostgres? = nil) throws {
         self.quick = quick
         self.verifyOnly = verifyOnly
+        self.appendOnly = appendOnly
         self.store = store
         self.postgres = postgres
         let base = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"

@@ -37,6 +37,7 @@ struct LogSuite: BenchSuite {
         try await appendSingle(context, sizes)
         try await appendConcurrent(context, sizes)
         try await appendWithoutFsync(context, sizes)
+        if context.appendOnly { return }
         try history(context, sizes)
     }
 
@@ -103,17 +104,23 @@ struct LogSuite: BenchSuite {
 
     private func appendConcurrent(_ c: BenchContext, _ s: Sizes) async throws {
         let raw100 = c.path("raw-batch100"), raw1000 = c.path("raw-batch1000"), storePath = c.path("append-concurrent")
-        defer { c.remove(raw100); c.remove(raw1000); c.remove(storePath) }
+        let rawSpread = c.path("raw-spread-batch")
+        defer { c.remove(raw100); c.remove(raw1000); c.remove(storePath); c.remove(rawSpread) }
         let r100 = try RawLMDB(path: raw100)
         let r1000 = try RawLMDB(path: raw1000)
+        // For reference (not the baseline): the page writes of `n` facts of different jobs
+        // in one commit, as raw LMDB: n record sets over 11 trees, 5 of them at scattered keys.
+        let spread = try RawLMDB(path: rawSpread, databases: 11)
         let store = try LogStore(path: storePath)
         let n = s.concurrentAppenders
         // Repetition 0 is a warm-up and is not counted.
         let runs = try submitRuns(store, prefix: "conc", count: n * s.runsPerAppender * (s.repetitions + 1))
-        var rates100: [Double] = [], rates1000: [Double] = [], rates: [Double] = []
+        var rates100: [Double] = [], rates1000: [Double] = [], rates: [Double] = [], spreadRates: [Double] = []
         for rep in 0...s.repetitions {
             let rate100 = Double(s.rawBatch100Records) / (try r100.put(records: s.rawBatch100Records, perCommit: 100))
             let rate1000 = Double(s.rawBatch1000Records) / (try r1000.put(records: s.rawBatch1000Records, perCommit: 1000))
+            let spreadCommits = max(s.rawBatch100Records / n, 1)
+            let spreadRate = Double(spreadCommits * n) / (try spread.putSpread(commits: spreadCommits, perCommit: n, scattered: true))
             // Appender a owns runs [base + a*runsPerAppender, ...): its jobs, claimed and finished in order.
             let base = rep * n * s.runsPerAppender
             let scripts: [[Step]] = (0..<n).map { a in
@@ -129,18 +136,22 @@ struct LogSuite: BenchSuite {
                 }
             }
             let rate = Double(total) / seconds
-            Progress.say(String(format: "append.concurrent.%d %@: raw batch100 %.0f rec/s, batch1000 %.0f rec/s, overseer %.0f facts/s (%d facts in %.2f s), ratio %.3f",
-                                n, rep == 0 ? "warm-up" : "rep \(rep)", rate100, rate1000, rate, total, seconds, rate / rate100))
+            Progress.say(String(format: "append.concurrent.%d %@: raw batch100 %.0f rec/s, batch1000 %.0f rec/s, batch%d over 11 trees %.0f sets/s, overseer %.0f facts/s (%d facts in %.2f s), ratio %.3f",
+                                n, rep == 0 ? "warm-up" : "rep \(rep)", rate100, rate1000, n, spreadRate, rate, total, seconds, rate / rate100))
             if rep > 0 {
                 rates100.append(rate100)
                 rates1000.append(rate1000)
                 rates.append(rate)
+                spreadRates.append(spreadRate)
             }
         }
         let b100 = Stats.median(rates100), b1000 = Stats.median(rates1000), rate = Stats.median(rates)
+        let spreadRate = Stats.median(spreadRates)
         emit(c, "raw.put.batch100", b100, "records/s")
         emit(c, "raw.put.batch1000", b1000, "records/s")
+        emit(c, "raw.put.batch\(n).11trees", spreadRate, "record sets/s", baseline: b100, ratio: spreadRate / b100)
         emit(c, "append.concurrent.\(n)", rate, "facts/s", baseline: b100, ratio: rate / b100)
+        emit(c, "append.concurrent.\(n).vs_11trees", rate, "facts/s", baseline: spreadRate, ratio: rate / spreadRate)
     }
 
     // MARK: diagnostics: the same appends without fsync
@@ -162,7 +173,9 @@ struct LogSuite: BenchSuite {
             var next = rep * perRep
             let steps = runs[next..<(next + singleRuns)].flatMap { Workload.diamondJobs($0, worker: 0) }
             next += singleRuns
+            let cpu0 = ProcessMemory.cpuSeconds
             let (_, t1) = try await measureAsync { try await LogSuite.appendAll(store, steps) }
+            let cpu1 = ProcessMemory.cpuSeconds
             let scripts: [[Step]] = (0..<n).map { a in
                 runs[(next + a * s.runsPerAppender)..<(next + (a + 1) * s.runsPerAppender)].flatMap { Workload.diamondJobs($0, worker: a) }
             }
@@ -173,8 +186,10 @@ struct LogSuite: BenchSuite {
                     try await group.waitForAll()
                 }
             }
-            Progress.say(String(format: "no fsync %@: single %.0f facts/s (%.0f us/append), %d concurrent %.0f facts/s",
-                                rep == 0 ? "warm-up" : "rep \(rep)", Double(steps.count) / t1, t1 / Double(steps.count) * 1e6, n, Double(total) / t2))
+            let cpu2 = ProcessMemory.cpuSeconds
+            Progress.say(String(format: "no fsync %@: single %.0f facts/s (%.0f us/append, CPU %.0f us/append), %d concurrent %.0f facts/s (CPU %.1f us/fact)",
+                                rep == 0 ? "warm-up" : "rep \(rep)", Double(steps.count) / t1, t1 / Double(steps.count) * 1e6,
+                                (cpu1 - cpu0) / Double(steps.count) * 1e6, n, Double(total) / t2, (cpu2 - cpu1) / Double(total) * 1e6))
             if rep > 0 {
                 single.append(Double(steps.count) / t1)
                 concurrent.append(Double(total) / t2)

@@ -81,23 +81,36 @@ final class RawLMDB {
     /// keys, the cheapest case for LMDB). What one fact's commit costs LMDB when it touches as many
     /// trees as an Overseer fact does (the log, its indexes and the views). Returns seconds taken.
     func putSpread(commits: Int) throws -> Double {
+        try putSpread(commits: commits, perCommit: 1, scattered: false)
+    }
+
+    /// `commits` durable commits of `perCommit` record sets each: one record into every named
+    /// database per set. With `scattered`, every other database gets its key from a
+    /// multiplicative hash of the sequence number instead of the next ascending key, as the
+    /// views and the per-job and per-run indexes do when the facts of one commit belong to
+    /// different jobs. Returns seconds taken.
+    func putSpread(commits: Int, perCommit: Int, scattered: Bool) throws -> Double {
         let (_, seconds) = try measure {
             for _ in 0..<commits {
                 var txn: OpaquePointer?
                 try RawLMDB.check(mdb_txn_begin(env, nil, 0, &txn), "mdb_txn_begin")
-                var key = nextKey.bigEndian
-                nextKey += 1
-                for db in spread {
-                    let rc = withUnsafeMutableBytes(of: &key) { k in
-                        value.withUnsafeMutableBytes { v in
-                            var kv = MDB_val(mv_size: k.count, mv_data: k.baseAddress)
-                            var vv = MDB_val(mv_size: 100, mv_data: v.baseAddress)
-                            return mdb_put(txn, db, &kv, &vv, UInt32(MDB_APPEND))
+                for _ in 0..<perCommit {
+                    let sequence = nextKey
+                    nextKey += 1
+                    for (index, db) in spread.enumerated() {
+                        let spreadOut = scattered && index % 2 == 1
+                        var key = spreadOut ? (sequence &* 0x9E37_79B9_7F4A_7C15).bigEndian : sequence.bigEndian
+                        let rc = withUnsafeMutableBytes(of: &key) { k in
+                            value.withUnsafeMutableBytes { v in
+                                var kv = MDB_val(mv_size: k.count, mv_data: k.baseAddress)
+                                var vv = MDB_val(mv_size: 100, mv_data: v.baseAddress)
+                                return mdb_put(txn, db, &kv, &vv, spreadOut ? 0 : UInt32(MDB_APPEND))
+                            }
                         }
-                    }
-                    if rc != 0 {
-                        mdb_txn_abort(txn)
-                        try RawLMDB.check(rc, "mdb_put")
+                        if rc != 0 {
+                            mdb_txn_abort(txn)
+                            try RawLMDB.check(rc, "mdb_put")
+                        }
                     }
                 }
                 try RawLMDB.check(mdb_txn_commit(txn), "mdb_txn_commit")

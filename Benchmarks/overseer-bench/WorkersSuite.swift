@@ -54,24 +54,48 @@ struct WorkersSuite: BenchSuite {
 
     func throughput(_ context: BenchContext) async throws {
         let runs = context.quick ? 250 : 2500
-        var rates: [Double] = []
+        var rates: [Double] = [], cpu: [Double] = [], noSyncRates: [Double] = []
+        var noSync = StoreOptions()
+        noSync.durability = .unsafeNoSync
         for rep in 0..<3 {
-            let path = context.path("workers-throughput-\(rep)")
-            let store = try LogStore(path: path)
-            try submitDiamonds(store, count: runs, prefix: "r")
-            let worker = Worker(store: store, handlers: WorkersSuite.noop(), configuration: config("bench", concurrency: 32))
-            let (_, seconds) = try await measureAsync { try await worker.run() }
-            let finished = try store.runs().filter { $0.status == .finished }.count * 4
-            guard finished == runs * 4 else { throw BenchError("only \(finished) of \(runs * 4) jobs finished") }
-            rates.append(Double(finished) / seconds)
-            Progress.say("workers.throughput.32 rep \(rep): \(Int(Double(finished) / seconds)) jobs/s")
-            context.remove(path)
+            for options in [StoreOptions(), noSync] {
+                let durable = options.durability != .unsafeNoSync
+                let path = context.path("workers-throughput-\(rep)\(durable ? "" : "-nosync")")
+                let store = try LogStore(path: path, options: options)
+                try submitDiamonds(store, count: runs, prefix: "r")
+                let worker = Worker(store: store, handlers: WorkersSuite.noop(), configuration: config("bench", concurrency: 32))
+                let cpu0 = ProcessMemory.cpuSeconds
+                let (_, seconds) = try await measureAsync { try await worker.run() }
+                let cpuSeconds = ProcessMemory.cpuSeconds - cpu0
+                let finished = try store.runs().filter { $0.status == .finished }.count * 4
+                guard finished == runs * 4 else { throw BenchError("only \(finished) of \(runs * 4) jobs finished") }
+                let rate = Double(finished) / seconds
+                if durable {
+                    rates.append(rate)
+                    cpu.append(cpuSeconds / Double(finished) * 1e6)
+                } else {
+                    noSyncRates.append(rate)
+                }
+                Progress.say(String(format: "workers.throughput.32%@ rep %d: %.0f jobs/s, CPU %.0f us/job (all threads)",
+                                    durable ? "" : " without fsync", rep, rate, cpuSeconds / Double(finished) * 1e6))
+                context.remove(path)
+            }
         }
         let raw = try RawLMDB(path: context.path("raw-batch32"))
         let records = 32 * (context.quick ? 100 : 400)
         let baseline = Double(records) / (try raw.put(records: records, perCommit: 32))
+        // For reference: a claim and a finish of 32 different jobs per commit, as raw LMDB writes
+        // (64 record sets over 11 trees, 5 at scattered keys; see the log suite).
+        let spread = try RawLMDB(path: context.path("raw-spread-batch64"), databases: 11)
+        let sets = 64 * (context.quick ? 50 : 200)
+        let spreadRate = Double(sets) / (try spread.putSpread(commits: sets / 64, perCommit: 64, scattered: true))
         let value = Stats.median(rates)
         context.emit(name, "workers.throughput.32", value: value, unit: "jobs/s", baseline: baseline, ratio: value / baseline)
+        context.emit(name, "workers.throughput.32.cpu", value: Stats.median(cpu), unit: "us/job")
+        context.emit(name, "workers.throughput.32.unsafe_nosync", value: Stats.median(noSyncRates), unit: "jobs/s")
+        context.emit(name, "raw.put.batch64.11trees", value: spreadRate, unit: "record sets/s")
+        // Two facts a job: the jobs/s that raw LMDB's rate for the same page writes allows.
+        context.emit(name, "workers.throughput.32.vs_11trees", value: value, unit: "jobs/s", baseline: spreadRate / 2, ratio: value / (spreadRate / 2))
     }
 
     /// Latencies parent finish → child claim, from the log.

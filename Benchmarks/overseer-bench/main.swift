@@ -7,6 +7,8 @@
 //       throwaway one (scripts/pg-test-server.sh) deleted at the end.
 //   overseer-bench log --only verify [--facts N] [--keep PATH] [--reps K]
 //       only the verify measurement, on a store kept between runs at --keep PATH
+//   overseer-bench log --only append [--quick]
+//       only the append measurements (single, concurrent, and both without fsync)
 //
 // Results: one JSON object per line on stdout. Progress: stderr.
 
@@ -18,6 +20,7 @@ import Glibc
 let usage = """
     usage: overseer-bench SUITE [--quick] [--store lmdb|postgres] [--url URL]
            overseer-bench log --only verify [--facts N] [--keep PATH] [--reps K]
+           overseer-bench log --only append [--quick]
       SUITE   \(BenchSuites.all.map(\.name).joined(separator: " | ")) | all
       --quick smaller sizes (a smoke run, well under 30 s in release with the LMDB store)
       --store lmdb (the default), or postgres: the PostgreSQL store, with LMDB's figures from the
@@ -29,6 +32,9 @@ let usage = """
               1,000,000; 100,000 with --quick). With --keep, the store at PATH is kept and
               reused by later runs (filled or extended to N facts first), so that iterating
               on verify does not pay for the fill each time. K passes (default 3).
+      --only append
+              only the append measurements of the log suite (single, concurrent.64, and the
+              same two without fsync), for iterating on the append path.
     """
 
 var args = Array(CommandLine.arguments.dropFirst())
@@ -60,11 +66,11 @@ let storeOption = option("--store")
 let keepOption = option("--keep")
 let verifyOptions = VerifyOnly(facts: intOption("--facts"), store: keepOption, repetitions: intOption("--reps"))
 let url = option("--url")
-guard args.count == 1, only == nil || (only == "verify" && args[0] == "log") else {
+guard args.count == 1, only == nil || ((only == "verify" || only == "append") && args[0] == "log") else {
     Progress.say(usage)
     exit(2)
 }
-if only == nil, verifyOptions.facts != nil || verifyOptions.repetitions != nil || keepOption != nil {
+if only != "verify", verifyOptions.facts != nil || verifyOptions.repetitions != nil || keepOption != nil {
     Progress.say("--facts, --keep and --reps go with --only verify\n" + usage)
     exit(2)
 }
@@ -93,7 +99,7 @@ do {
     if storeKind == .postgres {
         postgres = try url.map { BenchPostgres(url: $0) } ?? BenchPostgres.startThrowaway()
     }
-    context = try BenchContext(quick: quick, verifyOnly: only == "verify" ? verifyOptions : nil, store: storeKind, postgres: postgres)
+    context = try BenchContext(quick: quick, verifyOnly: only == "verify" ? verifyOptions : nil, appendOnly: only == "append", store: storeKind, postgres: postgres)
     if let postgres { Progress.say("postgres: \(postgres.describeSettings())") }
 } catch {
     Progress.say("overseer-bench: \(error)")
