@@ -228,6 +228,8 @@ extension WorkersSuite {
                 kind = "scan kv (range)"
             } else if sql.hasPrefix("SELECT position, line FROM overseer_facts") {
                 kind = "scan facts (range)"
+            } else if sql.hasPrefix("WITH w0 AS (") {
+                kind = "flush (deletes, upserts and facts in one statement)"
             } else if sql.hasPrefix("INSERT INTO overseer_facts") {
                 kind = "insert facts"
             } else if sql.hasPrefix("INSERT INTO overseer_kv") {
