@@ -141,9 +141,11 @@ public final class PGConnection: @unchecked Sendable {
     /// stops at the first that fails: that one's error is thrown with `statement` set to its index,
     /// and the statements after it did not run. When the connection is lost, `statement` is the
     /// first one whose result did not arrive; it and the later ones may or may not have run (a lost
-    /// COMMIT has an unknown outcome). Outside a transaction block the server runs the string as one
-    /// implicit transaction. The statements are joined with ";" and must not contain one themselves
-    /// outside literals, and must not take parameters (write constants as literals).
+    /// COMMIT has an unknown outcome). The server parses the whole string before it runs any of it,
+    /// so a syntax error anywhere fails it at statement 0 with nothing run. Outside a transaction
+    /// block the server runs the string as one implicit transaction. The statements are joined with
+    /// ";" and must not contain one themselves outside literals, and must not take parameters
+    /// (write constants as literals).
     @discardableResult
     public func exec(statements: [String]) throws(PGError) -> [PGResult] {
         let h = try live()
