@@ -208,7 +208,7 @@ extension WorkersSuite {
             pendingGet[pid] = false
             let kind: String
             if sql.hasPrefix("BEGIN ISOLATION LEVEL READ COMMITTED") {
-                kind = "BEGIN (write)"
+                kind = sql.contains("FOR UPDATE") ? "BEGIN + lock head (write)" : "BEGIN (write)"
                 count.writes += 1
             } else if sql.hasPrefix("BEGIN") {
                 kind = "BEGIN (read)"
@@ -228,6 +228,8 @@ extension WorkersSuite {
                 kind = "scan kv (range)"
             } else if sql.hasPrefix("SELECT position, line FROM overseer_facts") {
                 kind = "scan facts (range)"
+            } else if sql.hasPrefix("WITH w0 AS (") {
+                kind = "flush (deletes, upserts and facts in one statement)"
             } else if sql.hasPrefix("INSERT INTO overseer_facts") {
                 kind = "insert facts"
             } else if sql.hasPrefix("INSERT INTO overseer_kv") {
@@ -235,7 +237,7 @@ extension WorkersSuite {
             } else if sql.hasPrefix("DELETE FROM overseer_kv") {
                 kind = "delete kv"
             } else if sql.contains("pg_notify") {
-                kind = "pg_notify"
+                kind = sql.contains("COMMIT") ? "pg_notify + COMMIT" : "pg_notify"
             } else if sql.hasPrefix("LISTEN") {
                 kind = "LISTEN"
             } else {

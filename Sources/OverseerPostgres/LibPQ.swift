@@ -136,6 +136,54 @@ public final class PGConnection: @unchecked Sendable {
         return try finish(PQexec(h, sql), h)
     }
 
+    /// Several statements in one simple-protocol string, sent in one round trip (PQsendQuery), with
+    /// one text-format result per statement, in order. The server runs them one after the other and
+    /// stops at the first that fails: that one's error is thrown with `statement` set to its index,
+    /// and the statements after it did not run. When the connection is lost, `statement` is the
+    /// first one whose result did not arrive; it and the later ones may or may not have run (a lost
+    /// COMMIT has an unknown outcome). The server parses the whole string before it runs any of it,
+    /// so a syntax error anywhere fails it at statement 0 with nothing run. Outside a transaction
+    /// block the server runs the string as one implicit transaction. The statements are joined with
+    /// ";" and must not contain one themselves outside literals, and must not take parameters
+    /// (write constants as literals).
+    @discardableResult
+    public func exec(statements: [String]) throws(PGError) -> [PGResult] {
+        let h = try live()
+        guard !statements.isEmpty else { return [] }
+        let sql = statements.joined(separator: "; ")
+        try checkSQL(sql)
+        guard PQsendQuery(h, sql) == 1 else {
+            var e = failure(nil, h)
+            e.statement = 0
+            throw e
+        }
+        var results: [PGResult] = []
+        var failed: PGError?
+        // Every result up to the NULL that ends the query must be read, also after a failure.
+        while let r = PQgetResult(h) {
+            if failed != nil {
+                PQclear(r)
+                continue
+            }
+            do {
+                results.append(try finish(r, h))
+            } catch {
+                var e = error
+                e.statement = results.count
+                failed = e
+            }
+        }
+        if let failed { throw failed }
+        guard results.count == statements.count else {
+            var e = PQstatus(h) != CONNECTION_OK
+                ? failure(nil, h)
+                : PGError(kind: .protocolError, message: "\(statements.count) statements gave \(results.count) results (a statement contains a \";\"?)")
+            e.statement = min(results.count, statements.count - 1)
+            throw e
+        }
+        return results
+    }
+
     /// PQexecParams with binary results (resultFormat 1): one statement, parameters $1, $2, ...
     /// See PGParam for how each kind is sent. A text parameter may not contain a NUL character.
     @discardableResult
@@ -364,7 +412,9 @@ public final class PGConnection: @unchecked Sendable {
         if kind == .connection, state == nil || bad {
             text = "lost the connection to PostgreSQL at \(target): \(text)"
         }
-        return PGError(kind: kind, sqlState: state, message: text, detail: detail, constraint: field(UInt8(ascii: "n")))
+        return PGError(
+            kind: kind, sqlState: state, message: text, detail: detail, constraint: field(UInt8(ascii: "n")),
+            table: field(UInt8(ascii: "t")))
     }
 
     /// libpq's message for a failed connection attempt, on one line and without the password.

@@ -26,13 +26,23 @@ public struct PGError: Error, Sendable, CustomStringConvertible {
     public let detail: String?
     /// The constraint a violation names (PG_DIAG_CONSTRAINT_NAME), e.g. the unique index of a 23505.
     public let constraint: String?
+    /// The table an error names (PG_DIAG_TABLE_NAME), e.g. the table of a violated constraint.
+    public let table: String?
+    /// For `PGConnection.exec(statements:)`: the index of the statement that failed (0-based).
+    /// The statements before it ran; the ones after it did not. nil for a single statement.
+    public internal(set) var statement: Int?
 
-    public init(kind: Kind, sqlState: String? = nil, message: String, detail: String? = nil, constraint: String? = nil) {
+    public init(
+        kind: Kind, sqlState: String? = nil, message: String, detail: String? = nil, constraint: String? = nil,
+        table: String? = nil, statement: Int? = nil
+    ) {
         self.kind = kind
         self.sqlState = sqlState
         self.message = message
         self.detail = detail
         self.constraint = constraint
+        self.table = table
+        self.statement = statement
     }
 
     /// True when the connection is unusable: kind `.connection` (a failed connect, PQstatus bad after

@@ -67,6 +67,20 @@ public final class PGResult: @unchecked Sendable {
         return try body(UnsafeRawBufferPointer(start: UnsafeRawPointer(p), count: count))
     }
 
+    /// A bytea value in either format: the bytes themselves in binary results; decoded from the
+    /// text form (hex `\x...`, or the escape format under `bytea_output = escape`) with
+    /// PQunescapeBytea in text results. nil when NULL or when the text does not decode.
+    public func bytea(_ row: Int, _ column: Int) -> [UInt8]? {
+        if isBinary(column) { return bytes(row, column) }
+        check(row, column)
+        let r = Int32(row), c = Int32(column)
+        guard PQgetisnull(handle, r, c) == 0, let text = PQgetvalue(handle, r, c) else { return nil }
+        var length = 0
+        guard let decoded = text.withMemoryRebound(to: UInt8.self, capacity: 1, { PQunescapeBytea($0, &length) }) else { return nil }
+        defer { PQfreemem(decoded) }
+        return Array(UnsafeBufferPointer(start: decoded, count: length))
+    }
+
     /// The value's bytes as UTF-8 (invalid sequences replaced). Right for text, varchar, name and json in
     /// either format, and for every type in text results; for other types in binary results it is
     /// their binary encoding, so use `int64`, `bool` or `bytes` there. nil when NULL.

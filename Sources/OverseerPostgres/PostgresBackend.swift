@@ -207,24 +207,30 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
             c = try connect(writer: true)
             writer = c
         }
+        // One round trip: BEGIN and the head lock go in one simple-protocol string. READ
+        // COMMITTED: after the head lock is granted, every later statement sees every transaction
+        // that committed before it, which is all of them (they all took the lock). Nothing can
+        // have committed here, so a lost connection is never an unknown outcome.
+        let head: PGResult
         do {
-            // READ COMMITTED: after the head lock is granted, every later statement sees every
-            // transaction that committed before it, which is all of them (they all took the lock).
-            try begin(c, "BEGIN ISOLATION LEVEL READ COMMITTED")
-            let head = try c.exec(
-                "SELECT v FROM overseer_kv WHERE space = $1 AND k = $2 FOR UPDATE",
-                [.int32(Int32(StoreLayout.metaSpace)), .bytes(StoreLayout.headKey)])
-            guard head.rowCount == 1 else {
+            head = try c.exec(statements: [Self.beginWrite, Self.lockHead])[1]
+        } catch {
+            rollback(c)
+            if error.connectionLost { throw BackendUnavailable(commitUnknown: false, message: error.message) }
+            let what = error.statement == 0 ? "BEGIN" : "locking the log's head row"
+            throw StoreError(.io, path: displayName, "\(what) failed: \(error.message)")
+        }
+        var notify = false
+        do {
+            guard head.rowCount == 1, let value = head.bytea(0, 0) else {
                 throw StoreError(.corrupt, path: displayName, "the store lacks its head record (run `overseer migrate`)")
             }
             let txn = PostgresTransaction(connection: c, writable: true, store: displayName)
             // The core reads the head first thing; the locked row is it, current until the commit.
-            txn.remember(StoreLayout.metaSpace, StoreLayout.headKey, head.bytes(0, 0) ?? [])
+            txn.remember(StoreLayout.metaSpace, StoreLayout.headKey, value)
             try body(txn)
             try txn.flush()
-            if txn.insertedFacts > 0 {
-                try c.exec("SELECT pg_notify($1, '')", [.text(Self.channel)])
-            }
+            notify = txn.insertedFacts > 0
         } catch let e as PGError {
             rollback(c)
             if e.connectionLost { throw BackendUnavailable(commitUnknown: false, message: e.message) }
@@ -233,7 +239,40 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
             rollback(c)
             throw error
         }
-        try finish(c, "COMMIT", commitUnknown: true)
+        try commit(c, notify: notify)
+    }
+
+    static let beginWrite = "BEGIN ISOLATION LEVEL READ COMMITTED"
+    /// The head row, locked until the commit. The key is a literal (decode, so that neither
+    /// `standard_conforming_strings` nor `bytea_output` matters): a simple-protocol string
+    /// takes no parameters.
+    static let lockHead = "SELECT v FROM overseer_kv WHERE space = \(StoreLayout.metaSpace) AND k = decode('"
+        + StoreLayout.headKey.map { String(format: "%02x", $0) }.joined() + "', 'hex') FOR UPDATE"
+    static let notify = "SELECT pg_notify('\(channel)', '')"
+
+    /// Commits, with the notification in the same round trip when facts were appended: one
+    /// simple-protocol string, `SELECT pg_notify(...); COMMIT`. The server stops at the first
+    /// statement that fails, so a server error in pg_notify means COMMIT never ran (nothing was
+    /// committed; the caller rolls back). A lost connection is an unknown outcome whichever
+    /// statement's result was missing, because COMMIT went out in the same string.
+    private func commit(_ c: PGConnection, notify: Bool) throws {
+        let statements = notify ? [Self.notify, "COMMIT"] : ["COMMIT"]
+        do {
+            try c.exec(statements: statements)
+        } catch {
+            if error.connectionLost {
+                throw BackendUnavailable(commitUnknown: true, message: error.message)
+            }
+            if error.statement == statements.count - 1 {
+                // COMMIT itself failed: the transaction is over, rolled back.
+                if error.kind == .serialization || error.kind == .deadlock {
+                    throw BackendUnavailable(commitUnknown: false, message: error.message)
+                }
+                throw StoreError(.io, path: displayName, "COMMIT failed: \(error.message)")
+            }
+            rollback(c)
+            throw StoreError(.io, path: displayName, "pg_notify failed, so the COMMIT sent after it did not run: \(error.message)")
+        }
     }
 
     private func rollback(_ c: PGConnection) {

@@ -141,15 +141,18 @@ final class PostgresTransaction: BackendTransaction {
     func insertFact(_ fact: Fact, line: [UInt8]) throws {
         try requireWritable()
         pendingFacts.append((fact, line))
-        if pendingFacts.count >= 512 { try flushFacts() }
+        if pendingFacts.count >= 500 { try flush() }
     }
 
     // MARK: Flushing
 
-    /// Sends every buffered write to the server (still inside the transaction).
+    /// Sends every buffered write to the server (still inside the transaction), in one statement:
+    /// the DELETE of `overseer_kv` rows, their upsert and the facts INSERT as data-modifying CTEs
+    /// of one INSERT. They run on one snapshot in no set order, which is safe because their rows
+    /// are disjoint: a key appears once per flush (the dictionary holds its last value, a value or
+    /// a delete), and the facts are another table. Past 1000 deletes, 1000 upserts or 500 facts
+    /// the writes go in several such statements.
     func flush() throws {
-        try flushFacts()
-        guard !pendingOrder.isEmpty else { return }
         var upserts: [(Int, [UInt8], [UInt8])] = []
         var deletes: [(Int, [UInt8])] = []
         for (space, key) in pendingOrder {
@@ -158,63 +161,78 @@ final class PostgresTransaction: BackendTransaction {
         }
         pending.removeAll(keepingCapacity: true)
         pendingOrder.removeAll(keepingCapacity: true)
-        // A key appears once per flush (the dictionary holds its last value), so a multi-row
-        // upsert never touches a row twice.
-        for chunk in stride(from: 0, to: deletes.count, by: 1000) {
-            let part = deletes[chunk..<min(chunk + 1000, deletes.count)]
-            var values: [String] = []
+        let facts = pendingFacts
+        pendingFacts.removeAll(keepingCapacity: true)
+        var d = 0, u = 0, f = 0
+        while d < deletes.count || u < upserts.count || f < facts.count {
+            let dn = min(1000, deletes.count - d), un = min(1000, upserts.count - u), fn = min(500, facts.count - f)
+            var parts: [String] = []
             var params: [PGParam] = []
-            for (space, key) in part {
-                params.append(.int32(Int32(space)))
-                params.append(.bytes(key))
-                values.append("($\(params.count - 1)::smallint, $\(params.count)::bytea)")
+            if dn > 0 {
+                var values: [String] = []
+                for (space, key) in deletes[d..<d + dn] {
+                    params.append(.int32(Int32(space)))
+                    params.append(.bytes(key))
+                    values.append("($\(params.count - 1)::smallint, $\(params.count)::bytea)")
+                }
+                parts.append("DELETE FROM overseer_kv WHERE (space, k) IN (VALUES \(values.joined(separator: ",")))")
             }
-            try run("DELETE FROM overseer_kv WHERE (space, k) IN (VALUES \(values.joined(separator: ",")))", params)
-        }
-        for chunk in stride(from: 0, to: upserts.count, by: 1000) {
-            let part = upserts[chunk..<min(chunk + 1000, upserts.count)]
-            var values: [String] = []
-            var params: [PGParam] = []
-            for (space, key, value) in part {
-                params.append(.int32(Int32(space)))
-                params.append(.bytes(key))
-                params.append(.bytes(value))
-                values.append("($\(params.count - 2)::smallint, $\(params.count - 1)::bytea, $\(params.count)::bytea)")
+            if un > 0 {
+                var values: [String] = []
+                for (space, key, value) in upserts[u..<u + un] {
+                    params.append(.int32(Int32(space)))
+                    params.append(.bytes(key))
+                    params.append(.bytes(value))
+                    values.append("($\(params.count - 2)::smallint, $\(params.count - 1)::bytea, $\(params.count)::bytea)")
+                }
+                parts.append("INSERT INTO overseer_kv (space, k, v) VALUES \(values.joined(separator: ",")) ON CONFLICT (space, k) DO UPDATE SET v = EXCLUDED.v")
             }
-            try run(
-                "INSERT INTO overseer_kv (space, k, v) VALUES \(values.joined(separator: ",")) ON CONFLICT (space, k) DO UPDATE SET v = EXCLUDED.v",
-                params)
+            if fn > 0 {
+                var values: [String] = []
+                for (fact, line) in facts[f..<f + fn] {
+                    let base = params.count
+                    params.append(.int64(Int64(bitPattern: fact.position)))
+                    params.append(.text(fact.id))
+                    params.append(.int64(fact.time.microseconds))
+                    params.append(.text(fact.kind.rawValue))
+                    params.append(fact.run.map { .text($0) } ?? .null)
+                    params.append(fact.job.map { .text($0) } ?? .null)
+                    params.append(fact.revision.map { .int64(Int64($0)) } ?? .null)
+                    params.append(.bytes(line))
+                    values.append("(" + (1...8).map { "$\(base + $0)" }.joined(separator: ",") + ")")
+                }
+                parts.append("INSERT INTO overseer_facts (position, id, time_us, kind, run, job, revision, line) VALUES \(values.joined(separator: ","))")
+            }
+            // The last part is the main statement; the others run as CTEs of it.
+            let main = parts.removeLast()
+            let sql = parts.isEmpty ? main : "WITH " + parts.enumerated().map { "w\($0.offset) AS (\($0.element))" }.joined(separator: ", ") + " " + main
+            try sendFlush(sql, params, deletes: dn, upserts: un, facts: fn)
+            insertedFacts += fn
+            d += dn
+            u += un
+            f += fn
         }
     }
 
-    private func flushFacts() throws {
-        guard !pendingFacts.isEmpty else { return }
-        let facts = pendingFacts
-        pendingFacts.removeAll(keepingCapacity: true)
-        for chunk in stride(from: 0, to: facts.count, by: 500) {
-            let part = facts[chunk..<min(chunk + 500, facts.count)]
-            var values: [String] = []
-            var params: [PGParam] = []
-            for (fact, line) in part {
-                let base = params.count
-                params.append(.int64(Int64(bitPattern: fact.position)))
-                params.append(.text(fact.id))
-                params.append(.int64(fact.time.microseconds))
-                params.append(.text(fact.kind.rawValue))
-                params.append(fact.run.map { .text($0) } ?? .null)
-                params.append(fact.job.map { .text($0) } ?? .null)
-                params.append(fact.revision.map { .int64(Int64($0)) } ?? .null)
-                params.append(.bytes(line))
-                values.append("(" + (1...8).map { "$\(base + $0)" }.joined(separator: ",") + ")")
+    /// Runs one flush statement. It succeeds or fails as a whole; the server's error names the
+    /// table (and constraint) it came from, which the message repeats.
+    private func sendFlush(_ sql: String, _ params: [PGParam], deletes: Int, upserts: Int, facts: Int) throws {
+        do {
+            try connection.exec(sql, params)
+        } catch let e where e.connectionLost {
+            throw BackendUnavailable(commitUnknown: false, message: e.message)
+        } catch {
+            // overseer_kv's only unique key is the one its upsert resolves, so a unique violation
+            // comes from the facts (position, id, or job and revision).
+            if error.kind == .uniqueViolation, facts > 0, error.table != "overseer_kv" {
+                throw StoreError(.io, path: store, "the database refused a fact: \(error.message). Another writer appended without holding the log's lock; nothing was written.")
             }
-            do {
-                try run(
-                    "INSERT INTO overseer_facts (position, id, time_us, kind, run, job, revision, line) VALUES \(values.joined(separator: ","))",
-                    params)
-            } catch let e as PGError where e.kind == .uniqueViolation {
-                throw StoreError(.io, path: store, "the database refused a fact: \(e.message). Another writer appended without holding the log's lock; nothing was written.")
-            }
-            insertedFacts += part.count
+            var what: [String] = []
+            if deletes > 0 { what.append("\(deletes) deletes") }
+            if upserts > 0 { what.append("\(upserts) upserts") }
+            if facts > 0 { what.append("\(facts) facts") }
+            let table = error.table.map { " (in \($0))" } ?? ""
+            throw StoreError(.io, path: store, "writing \(what.joined(separator: ", ")) in one statement failed\(table), so none of them was written: \(error.description)")
         }
     }
 

@@ -184,6 +184,49 @@ struct LibPQServerTests {
         }
     }
 
+    @Test func severalStatementsInOneStringSayWhichOneFailed() throws {
+        let conn = try connectToTestServer()
+        try withSchema(conn) { s in
+            try conn.exec("CREATE TABLE \(s).m (id int8 CONSTRAINT m_id PRIMARY KEY)")
+            let ok = try conn.exec(statements: ["BEGIN", "INSERT INTO \(s).m VALUES (1)", "SELECT count(*) FROM \(s).m"])
+            #expect(ok.count == 3)
+            #expect(ok[0].commandStatus == "BEGIN")
+            #expect(ok[1].commandTuples == 1)
+            #expect(ok[2].int64(0, 0) == 1)
+            #expect(conn.transactionStatus == .inTransaction)
+            // The second statement fails: the first ran, COMMIT after it did not.
+            let e = try #require(pgError { () throws(PGError) in
+                try conn.exec(statements: ["INSERT INTO \(s).m VALUES (2)", "INSERT INTO \(s).m VALUES (1)", "COMMIT"])
+            })
+            #expect(e.statement == 1)
+            #expect(e.kind == .uniqueViolation)
+            #expect(e.table == "m" && e.constraint == "m_id")
+            #expect(!e.connectionLost)
+            #expect(conn.transactionStatus == .inFailedTransaction)
+            try conn.exec("ROLLBACK")
+            #expect(try conn.exec("SELECT count(*) FROM \(s).m").int64(0, 0) == 0)
+            // A syntax error in any statement means none runs (the string is parsed first).
+            let syntax = try #require(pgError { () throws(PGError) in
+                try conn.exec(statements: ["INSERT INTO \(s).m VALUES (3)", "SELEC 1"])
+            })
+            #expect(syntax.statement == 0 && syntax.sqlState == "42601")
+            #expect(try conn.exec("SELECT count(*) FROM \(s).m").int64(0, 0) == 0)
+            // Text-format bytea decodes in both output formats.
+            let hex = try conn.exec(statements: ["SELECT decode('00ff5c27', 'hex')", "SET bytea_output = escape", "SELECT decode('00ff5c27', 'hex')", "RESET bytea_output"])
+            #expect(hex[0].bytea(0, 0) == [0x00, 0xFF, 0x5C, 0x27])
+            #expect(hex[2].bytea(0, 0) == [0x00, 0xFF, 0x5C, 0x27])
+            #expect(try conn.exec("SELECT decode('0102', 'hex')", []).bytea(0, 0) == [1, 2])
+        }
+        // A statement that ends the session: the statements before it ran, the connection is lost.
+        let lost = try #require(pgError { () throws(PGError) in
+            try conn.exec(statements: ["SELECT 1", "SELECT pg_terminate_backend(pg_backend_pid())", "SELECT 3"])
+        })
+        #expect(lost.statement == 1)
+        #expect(lost.connectionLost, "\(lost)")
+        try conn.reset()
+        #expect(try conn.exec(statements: ["SELECT 1", "SELECT 2"]).map { $0.int64(0, 0) } == [1, 2])
+    }
+
     @Test func serializationFailuresAndDeadlocksAreTheirOwnKinds() throws {
         let a = try connectToTestServer(), b = try connectToTestServer(), watcher = try connectToTestServer()
         try withSchema(a) { s in
