@@ -158,11 +158,11 @@ final class Environment: @unchecked Sendable {
         return Database(dbi: dbi)
     }
 
-    /// The id of the last committed write transaction, by any process (read from the lock file's
-    /// shared memory: no system call).
+    /// The id of the last committed write transaction, by any process (read from the meta pages
+    /// in the map: no system call).
     var lastTransactionID: Int {
         var info = MDB_envinfo()
-        guard mdb_env_info(env, &info) == 0 else { return -1 }
+        guard (withResizeLockShared { mdb_env_info(env, &info) }) == 0 else { return -1 }
         return info.me_last_txnid
     }
 
@@ -170,9 +170,18 @@ final class Environment: @unchecked Sendable {
     func usedBytes() throws -> Int {
         var info = MDB_envinfo()
         var stat = MDB_stat()
-        try check(mdb_env_info(env, &info), "mdb_env_info", path: path)
-        try check(mdb_env_stat(env, &stat), "mdb_env_stat", path: path)
+        let (rcInfo, rcStat) = withResizeLockShared { (mdb_env_info(env, &info), mdb_env_stat(env, &stat)) }
+        try check(rcInfo, "mdb_env_info", path: path)
+        try check(rcStat, "mdb_env_stat", path: path)
         return (info.me_last_pgno + 1) * Int(stat.ms_psize)
+    }
+
+    /// `mdb_env_info` and `mdb_env_stat` read the meta pages through the map, which a resize in this process
+    /// unmaps and maps again (possibly elsewhere): outside a transaction, hold off resizes.
+    private func withResizeLockShared<T>(_ body: () -> T) -> T {
+        pthread_rwlock_rdlock(&resizeLock)
+        defer { pthread_rwlock_unlock(&resizeLock) }
+        return body()
     }
 
     func clearStaleReaders() throws -> Int {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Overseer
@@ -311,6 +312,49 @@ import Testing
         }
     }
 
+    /// Reading the store's meta pages outside a transaction (the change watcher's last
+    /// transaction id, the size) while the writer grows the map: a resize unmaps the map, so
+    /// these reads must hold resizes off, or they fault.
+    @Test func storeInfoCanBeReadWhileTheMapGrows() async throws {
+        var options = StoreOptions()
+        options.initialMapSize = 256 << 10
+        try await withStore(options: options) { store, path in
+            guard case .lmdb(let env) = store.core.engine else {
+                Issue.record("not an LMDB store")
+                return
+            }
+            let flags = ReaderFlags()
+            let done = DispatchGroup()
+            for _ in 0..<2 {
+                done.enter()
+                Thread.detachNewThread {
+                    while !flags.stop.load(ordering: .relaxed) {
+                        _ = env.lastTransactionID
+                        _ = try? env.usedBytes()
+                        flags.reads.add(1, ordering: .relaxed)
+                    }
+                    done.leave()
+                }
+            }
+            let blob = String(repeating: "x", count: 4000)
+            for chunk in 0..<40 {
+                _ = try await withThrowingTaskGroup(of: Void.self) { group in
+                    for i in 0..<25 {
+                        group.addTask {
+                            _ = try await store.append(FactDraft(kind: .workerStarted, author: Author(name: "w\(chunk)-\(i)"), data: ["pad": .string(blob)]), expecting: nil)
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            flags.stop.store(true, ordering: .relaxed)
+            _ = try await runOffPool { done.wait() }
+            #expect(try store.lastPosition() == 1000)
+            #expect(env.mapSize >= 4 << 20, "the map did not grow: \(env.mapSize)")
+            #expect(flags.reads.load(ordering: .relaxed) > 0)
+        }
+    }
+
     @Test func oversizedFactsAreRefused() async throws {
         try await withStore { store, _ in
             let big = String(repeating: "y", count: LogStore.maximumFactSize)
@@ -369,4 +413,10 @@ import Testing
             #expect(try store.job("fan/join")?.parents.count == width)
         }
     }
+}
+
+/// Shared by the reader threads of ``LogStoreTests/storeInfoCanBeReadWhileTheMapGrows()``.
+private final class ReaderFlags: Sendable {
+    let stop = Atomic<Bool>(false)
+    let reads = Atomic<Int>(0)
 }
