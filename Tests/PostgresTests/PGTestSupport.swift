@@ -1,4 +1,5 @@
 import Foundation
+import Overseer
 import OverseerPostgres
 import Synchronization
 import Testing
@@ -136,4 +137,20 @@ final class PrivatePGServer: Sendable {
 struct PrivateServerError: Error, CustomStringConvertible {
     let text: String
     var description: String { text }
+}
+
+/// A backend for tests that wraps the real one: everything but `write` goes straight to
+/// `inner`, so a conformer only says how its writes differ.
+protocol ForwardingBackend: StoreBackend {
+    var inner: PostgresBackend { get }
+}
+
+extension ForwardingBackend {
+    var displayName: String { inner.displayName }
+    var retryWindow: Duration { inner.retryWindow }
+    func prepare() throws { try inner.prepare() }
+    func read<T>(_ body: (any BackendTransaction) throws -> T) throws -> T { try inner.read(body) }
+    func watchChanges(_ notify: @escaping @Sendable () -> Void) { inner.watchChanges(notify) }
+    func sizeInBytes() throws -> Int { try inner.sizeInBytes() }
+    func close() { inner.close() }
 }

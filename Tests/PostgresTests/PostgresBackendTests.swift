@@ -12,7 +12,7 @@ struct PostgresBackendTests {
     /// A real PostgreSQL backend whose next commit's acknowledgement is lost on the way back:
     /// the commit either happens (`.afterCommit`) or not (`.beforeCommit`), and the writer is told
     /// only that the connection dropped while committing. Everything else is the real backend.
-    final class LostAcknowledgement: StoreBackend, @unchecked Sendable {
+    final class LostAcknowledgement: ForwardingBackend, @unchecked Sendable {
         // @unchecked: `mode` is behind a Mutex; `inner` is Sendable.
         enum Mode { case none, afterCommit, beforeCommit }
         let inner: PostgresBackend
@@ -20,14 +20,6 @@ struct PostgresBackendTests {
         let writes = Mutex(0)
 
         init(_ inner: PostgresBackend) { self.inner = inner }
-
-        var displayName: String { inner.displayName }
-        var retryWindow: Duration { inner.retryWindow }
-        func prepare() throws { try inner.prepare() }
-        func read<T>(_ body: (any BackendTransaction) throws -> T) throws -> T { try inner.read(body) }
-        func watchChanges(_ notify: @escaping @Sendable () -> Void) { inner.watchChanges(notify) }
-        func sizeInBytes() throws -> Int { try inner.sizeInBytes() }
-        func close() { inner.close() }
 
         func write(_ body: (any BackendTransaction) throws -> Void) throws {
             writes.withLock { $0 += 1 }

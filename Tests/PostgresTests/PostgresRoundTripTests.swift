@@ -11,7 +11,7 @@ import Testing
 @Suite(.serialized)
 struct PostgresRoundTripTests {
     /// The real backend, recording how each of its writes failed.
-    final class Recording: StoreBackend, @unchecked Sendable {
+    final class Recording: ForwardingBackend, @unchecked Sendable {
         // @unchecked: `failures` is behind a Mutex; `inner` is Sendable.
         enum Failure: Sendable, Equatable {
             case unavailable(commitUnknown: Bool, message: String)
@@ -21,14 +21,6 @@ struct PostgresRoundTripTests {
         let failures = Mutex<[Failure]>([])
 
         init(_ inner: PostgresBackend) { self.inner = inner }
-
-        var displayName: String { inner.displayName }
-        var retryWindow: Duration { inner.retryWindow }
-        func prepare() throws { try inner.prepare() }
-        func read<T>(_ body: (any BackendTransaction) throws -> T) throws -> T { try inner.read(body) }
-        func watchChanges(_ notify: @escaping @Sendable () -> Void) { inner.watchChanges(notify) }
-        func sizeInBytes() throws -> Int { try inner.sizeInBytes() }
-        func close() { inner.close() }
 
         func write(_ body: (any BackendTransaction) throws -> Void) throws {
             do {
