@@ -176,8 +176,9 @@ final class Environment: @unchecked Sendable {
         return (info.me_last_pgno + 1) * Int(stat.ms_psize)
     }
 
-    /// `mdb_env_info` and `mdb_env_stat` read the meta pages through the map, which a resize in this process
-    /// unmaps and maps again (possibly elsewhere): outside a transaction, hold off resizes.
+    /// `mdb_env_info` and `mdb_env_stat` read the meta pages through the map, which a resize in
+    /// this process unmaps and maps again (possibly elsewhere): outside a transaction, they must
+    /// hold resizes off.
     private func withResizeLockShared<T>(_ body: () -> T) -> T {
         pthread_rwlock_rdlock(&resizeLock)
         defer { pthread_rwlock_unlock(&resizeLock) }
