@@ -173,7 +173,7 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
             do {
                 let txn = PostgresTransaction(connection: c, writable: false, store: displayName)
                 let value = try body(txn)
-                try finish(c, "COMMIT", commitUnknown: false)
+                try endRead(c)
                 giveBack(c)
                 return value
             } catch {
@@ -288,12 +288,14 @@ public final class PostgresBackend: StoreBackend, @unchecked Sendable {
         }
     }
 
-    private func finish(_ c: PGConnection, _ sql: String, commitUnknown: Bool) throws {
+    /// Commits a read transaction. It wrote nothing, so a lost connection is never an unknown
+    /// outcome (write transactions end in ``commit(_:notify:)``).
+    private func endRead(_ c: PGConnection) throws {
         do {
-            try c.exec(sql)
+            try c.exec("COMMIT")
         } catch {
             if error.connectionLost {
-                throw BackendUnavailable(commitUnknown: commitUnknown, message: error.message)
+                throw BackendUnavailable(commitUnknown: false, message: error.message)
             }
             if error.kind == .serialization || error.kind == .deadlock {
                 throw BackendUnavailable(commitUnknown: false, message: error.message)
